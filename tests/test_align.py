@@ -1,0 +1,329 @@
+"""The alignment core against brute force, tslearn, autograd and its own invariants."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from sugar.align import gak, gak_matrix, log_local_kernel, soft_alignment
+from sugar.kernels import IMAGE, TEXT, SquaredEuclidean, TripleKernel
+
+
+def all_paths(n: int, m: int) -> list[list[tuple[int, int]]]:
+    """Every monotone alignment path from (0, 0) to (n - 1, m - 1)."""
+    if (n, m) == (1, 1):
+        return [[(0, 0)]]
+    paths = []
+    for di, dj in ((1, 0), (0, 1), (1, 1)):
+        if n - di >= 1 and m - dj >= 1:
+            paths += [p + [(n - 1, m - 1)] for p in all_paths(n - di, m - dj)]
+    return paths
+
+
+def brute_force_gak(x: np.ndarray, y: np.ndarray, sigma: float) -> float:
+    phi = ((x[:, None, :] - y[None, :, :]) ** 2).sum(-1)
+    kappa = np.exp(-phi / (2 * sigma**2))
+    k = kappa / (2 - kappa)
+    return float(sum(np.prod([k[i, j] for i, j in path]) for path in all_paths(len(x), len(y))))
+
+
+def brute_force_alignment(x: np.ndarray, y: np.ndarray, sigma: float) -> np.ndarray:
+    phi = ((x[:, None, :] - y[None, :, :]) ** 2).sum(-1)
+    kappa = np.exp(-phi / (2 * sigma**2))
+    k = kappa / (2 - kappa)
+    expected = np.zeros_like(k)
+    total = 0.0
+    for path in all_paths(len(x), len(y)):
+        weight = np.prod([k[i, j] for i, j in path])
+        total += weight
+        for i, j in path:
+            expected[i, j] += weight
+    return expected / total
+
+
+def padded(sequences: list[torch.Tensor], fill: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    max_len = max(len(s) for s in sequences)
+    out = torch.full((len(sequences), max_len, sequences[0].shape[1]), fill, dtype=sequences[0].dtype)
+    for b, s in enumerate(sequences):
+        out[b, : len(s)] = s
+    return out, torch.tensor([len(s) for s in sequences])
+
+
+def random_set(generator: torch.Generator, count: int, max_len: int, dim: int, scale: float = 0.5):
+    lengths = torch.randint(1, max_len + 1, (count,), generator=generator).tolist()
+    return [torch.randn(n, dim, generator=generator, dtype=torch.float64) * scale for n in lengths]
+
+
+def test_all_paths_counts_are_delannoy_numbers() -> None:
+    assert [len(all_paths(n, n)) for n in range(1, 6)] == [1, 3, 13, 63, 321]
+
+
+@pytest.mark.parametrize("sigma", [0.3, 1.0, 2.5])
+def test_matches_brute_force_over_every_path(sigma: float) -> None:
+    generator = torch.Generator().manual_seed(1)
+    for n, m in itertools.product(range(1, 6), repeat=2):
+        x = torch.randn(n, 3, generator=generator, dtype=torch.float64) * 0.6
+        y = torch.randn(m, 3, generator=generator, dtype=torch.float64) * 0.6
+        expected = brute_force_gak(x.numpy(), y.numpy(), sigma)
+        got = gak(x, y, sigma=sigma, normalize=False).item()
+        assert got == pytest.approx(expected, rel=1e-10, abs=0)
+        normalized = expected / math.sqrt(
+            brute_force_gak(x.numpy(), x.numpy(), sigma) * brute_force_gak(y.numpy(), y.numpy(), sigma)
+        )
+        assert gak(x, y, sigma=sigma).item() == pytest.approx(normalized, rel=1e-10, abs=0)
+
+
+def test_delta_bandwidth_depends_on_both_lengths() -> None:
+    generator = torch.Generator().manual_seed(2)
+    delta = 0.4
+    sequences = random_set(generator, 6, 5, 4)
+    x, lengths = padded(sequences)
+    raw = gak_matrix(x, lengths, delta=delta, normalize=False)
+    normalized = gak_matrix(x, lengths, delta=delta)
+    for a, b in itertools.product(range(6), repeat=2):
+        sa, sb = sequences[a].numpy(), sequences[b].numpy()
+        sigma_ab = delta * math.sqrt((len(sa) + len(sb)) / 2)
+        expected = brute_force_gak(sa, sb, sigma_ab)
+        assert raw[a, b].item() == pytest.approx(expected, rel=1e-10, abs=0)
+        self_a = brute_force_gak(sa, sa, delta * math.sqrt(len(sa)))
+        self_b = brute_force_gak(sb, sb, delta * math.sqrt(len(sb)))
+        assert normalized[a, b].item() == pytest.approx(min(1.0, expected / math.sqrt(self_a * self_b)), rel=1e-10)
+
+
+@pytest.mark.parametrize("sigma", [0.5, 1.0, 4.0])
+def test_matches_tslearn_cdist_gak(sigma: float) -> None:
+    from tslearn.metrics import cdist_gak
+    from tslearn.utils import to_time_series_dataset
+
+    generator = torch.Generator().manual_seed(3)
+    first = random_set(generator, 40, 9, 5)
+    second = random_set(generator, 23, 6, 5)
+    x, x_lengths = padded(first)
+    y, y_lengths = padded(second)
+    dataset_x = to_time_series_dataset([s.numpy() for s in first])
+    dataset_y = to_time_series_dataset([s.numpy() for s in second])
+
+    expected_self = cdist_gak(dataset_x, sigma=sigma)
+    np.testing.assert_allclose(gak_matrix(x, x_lengths, sigma=sigma).numpy(), expected_self, rtol=1e-6, atol=0)
+    expected_cross = cdist_gak(dataset_x, dataset_y, sigma=sigma)
+    got_cross = gak_matrix(x, x_lengths, y, y_lengths, sigma=sigma).numpy()
+    np.testing.assert_allclose(got_cross, expected_cross, rtol=1e-6, atol=0)
+
+
+def test_padding_never_changes_a_pair() -> None:
+    generator = torch.Generator().manual_seed(4)
+    sequences = random_set(generator, 9, 7, 3)
+    for fill in (0.0, 1e6, float("nan")):
+        x, lengths = padded(sequences, fill=fill)
+        for log in (False, True):
+            matrix = gak_matrix(x, lengths, sigma=0.8, log=log)
+            assert torch.isfinite(matrix).all()
+            for a, b in itertools.product(range(9), repeat=2):
+                alone = gak(sequences[a], sequences[b], sigma=0.8, log=log)
+                assert matrix[a, b].item() == pytest.approx(alone.item(), rel=1e-12, abs=1e-12 if log else 1e-300)
+
+
+def test_extra_padding_columns_and_blocks_do_not_change_results() -> None:
+    generator = torch.Generator().manual_seed(5)
+    x, lengths = padded(random_set(generator, 30, 6, 4))
+    wider = torch.cat([x, torch.randn(30, 5, 4, dtype=torch.float64)], dim=1)
+    reference = gak_matrix(x, lengths, sigma=1.0)
+    torch.testing.assert_close(gak_matrix(wider, lengths, sigma=1.0), reference, rtol=1e-12, atol=0)
+    # tiny chunks force many blocks (and mirrored blocks in the symmetric case)
+    torch.testing.assert_close(gak_matrix(x, lengths, sigma=1.0, chunk_bytes=4096), reference, rtol=1e-12, atol=0)
+    asymmetric = gak_matrix(x, lengths, x.clone(), lengths, sigma=1.0, chunk_bytes=4096)
+    torch.testing.assert_close(asymmetric, reference, rtol=1e-12, atol=0)
+
+
+def test_normalized_values_are_in_unit_interval_with_ones_on_the_diagonal() -> None:
+    generator = torch.Generator().manual_seed(6)
+    x, lengths = padded(random_set(generator, 25, 8, 6, scale=1.0))
+    matrix = gak_matrix(x, lengths, delta=0.7)
+    assert (matrix >= 0).all() and (matrix <= 1).all()
+    torch.testing.assert_close(matrix.diagonal(), torch.ones(25, dtype=torch.float64))
+    torch.testing.assert_close(matrix, matrix.T)
+    log_matrix = gak_matrix(x, lengths, delta=0.7, log=True)
+    torch.testing.assert_close(log_matrix.exp(), matrix)
+
+
+def check_finite_and_in_range(max_len: int, dtype: torch.dtype, sigma: float) -> None:
+    generator = torch.Generator().manual_seed(7)
+    x = torch.nn.functional.normalize(torch.randn(3, max_len, 64, generator=generator), dim=-1).to(dtype)
+    lengths = torch.tensor([max_len, max_len * 3 // 4, 17])
+    for normalize in (True, False):
+        log_matrix = gak_matrix(x, lengths, sigma=sigma, normalize=normalize, log=True)
+        assert torch.isfinite(log_matrix).all(), (sigma, normalize)
+    matrix = gak_matrix(x, lengths, sigma=sigma)
+    assert torch.isfinite(matrix).all() and (matrix >= 0).all() and (matrix <= 1).all()
+    assert torch.allclose(matrix.diagonal(), torch.ones(3, dtype=dtype))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("sigma", [1e-3, 1e-1, 1.0, 1e3])
+def test_extreme_bandwidths_stay_finite(dtype: torch.dtype, sigma: float) -> None:
+    check_finite_and_in_range(40, dtype, sigma)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("sigma", [1e-3, 1e-1, 1.0, 1e3])
+def test_extreme_bandwidths_at_length_256_stay_finite(dtype: torch.dtype, sigma: float) -> None:
+    check_finite_and_in_range(256, dtype, sigma)
+
+
+@pytest.mark.slow
+def test_wide_slices_stay_finite() -> None:
+    generator = torch.Generator().manual_seed(8)
+    x = torch.randn(2, 256, 4096, generator=generator)
+    for delta in (1e-3, 1.0, 1e3):
+        assert torch.isfinite(gak_matrix(x, torch.tensor([256, 100]), delta=delta, log=True)).all()
+
+
+def test_gradcheck_in_float64() -> None:
+    generator = torch.Generator().manual_seed(9)
+    x = torch.randn(3, 4, 2, generator=generator, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(2, 3, 2, generator=generator, dtype=torch.float64, requires_grad=True)
+    x_lengths, y_lengths = torch.tensor([4, 2, 3]), torch.tensor([3, 1])
+    assert torch.autograd.gradcheck(
+        lambda a, b: gak_matrix(a, x_lengths, b, y_lengths, sigma=0.9, log=True), (x, y)
+    )
+    assert torch.autograd.gradcheck(lambda a: gak_matrix(a, x_lengths, delta=0.6), (x,))
+    assert torch.autograd.gradcheck(
+        lambda a, b: gak_matrix(a, x_lengths, b, y_lengths, sigma=0.9, normalize=False, log=True), (x, y)
+    )
+
+
+def test_gradcheck_triple_kernel() -> None:
+    generator = torch.Generator().manual_seed(10)
+    kernel = TripleKernel(expert_dim=3)
+    x = torch.randn(3, 3, 5, generator=generator, dtype=torch.float64, requires_grad=True)
+    modality = torch.tensor([[IMAGE, TEXT, TEXT], [TEXT, IMAGE, IMAGE], [IMAGE, IMAGE, TEXT]])
+    lengths = torch.tensor([3, 2, 3])
+
+    def value(raw: torch.Tensor) -> torch.Tensor:
+        packed = kernel.pack(raw[..., :3], raw[..., 3:])
+        return gak_matrix(packed, lengths, delta=0.5, kernel=kernel, x_modality=modality)
+
+    assert torch.autograd.gradcheck(value, (x,))
+
+
+def test_soft_alignment_is_the_expected_path_occupancy() -> None:
+    generator = torch.Generator().manual_seed(11)
+    for n, m in [(1, 1), (2, 3), (4, 4), (5, 3)]:
+        x = torch.randn(n, 3, generator=generator, dtype=torch.float64)
+        y = torch.randn(m, 3, generator=generator, dtype=torch.float64)
+        expected = brute_force_alignment(x.numpy(), y.numpy(), 0.8)
+        got = soft_alignment(x, y, sigma=0.8)
+        assert got.shape == (n, m)
+        np.testing.assert_allclose(got.numpy(), expected, rtol=1e-10, atol=1e-14)
+        assert got[0, 0] == pytest.approx(1.0) and got[-1, -1] == pytest.approx(1.0)
+
+
+def test_soft_alignment_follows_the_obvious_matching() -> None:
+    # y repeats every slice of x twice: each x_i should align with its own two copies.
+    x = torch.eye(4, dtype=torch.float64) * 3
+    y = x.repeat_interleave(2, dim=0)
+    alignment = soft_alignment(x, y, sigma=0.5)
+    assert torch.equal(alignment.argmax(0), torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]))
+
+
+def test_triple_kernel_picks_the_part_by_modality() -> None:
+    kernel = TripleKernel(expert_dim=2)
+    # expert parts: a=(1,0), b=(0,1) -> distance 2; cross parts identical -> distance 0
+    a = kernel.pack(torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 0.0, 0.0]]))
+    b = kernel.pack(torch.tensor([[0.0, 1.0]]), torch.tensor([[1.0, 0.0, 0.0]]))
+    # c: same expert as a, opposite cross part -> expert distance 0, cross distance 4
+    c = kernel.pack(torch.tensor([[1.0, 0.0]]), torch.tensor([[-1.0, 0.0, 0.0]]))
+    image, text = torch.tensor([IMAGE]), torch.tensor([TEXT])
+    assert kernel.sqdist(a, b, image, image).item() == pytest.approx(2.0)  # image-image: expert
+    assert kernel.sqdist(a, b, text, text).item() == pytest.approx(2.0)  # text-text: expert
+    assert kernel.sqdist(a, b, image, text).item() == pytest.approx(0.0)  # image-text: cross
+    assert kernel.sqdist(a, b, text, image).item() == pytest.approx(0.0)  # text-image: cross
+    assert kernel.sqdist(a, c, image, image).item() == pytest.approx(0.0)
+    assert kernel.sqdist(a, c, text, image).item() == pytest.approx(4.0)
+
+
+def test_triple_kernel_experts_of_different_widths_share_the_expert_block() -> None:
+    kernel = TripleKernel(expert_dim=6)
+    generator = torch.Generator().manual_seed(12)
+    image_expert, text_expert = torch.randn(2, 6, generator=generator), torch.randn(2, 4, generator=generator)
+    cross = torch.randn(4, 5, generator=generator)
+    slices = torch.cat([kernel.pack(image_expert, cross[:2]), kernel.pack(text_expert, cross[2:])])
+    modality = torch.tensor([IMAGE, IMAGE, TEXT, TEXT])
+    phi = kernel.sqdist(slices, slices, modality, modality)
+    unit = torch.nn.functional.normalize
+    assert phi[0, 1].item() == pytest.approx(((unit(image_expert[0], dim=0) - unit(image_expert[1], dim=0)) ** 2).sum().item(), rel=1e-5)
+    assert phi[2, 3].item() == pytest.approx(((unit(text_expert[0], dim=0) - unit(text_expert[1], dim=0)) ** 2).sum().item(), rel=1e-5)
+    assert phi[0, 2].item() == pytest.approx(((unit(cross[0], dim=0) - unit(cross[2], dim=0)) ** 2).sum().item(), rel=1e-5)
+
+
+def test_triple_kernel_gak_on_single_slices_is_the_local_kernel() -> None:
+    kernel = TripleKernel(expert_dim=4)
+    generator = torch.Generator().manual_seed(13)
+    expert = torch.randn(6, 4, generator=generator, dtype=torch.float64)
+    slices = kernel.pack(expert, torch.randn(6, 3, generator=generator, dtype=torch.float64))
+    modality = torch.tensor([IMAGE, TEXT, IMAGE, TEXT, TEXT, IMAGE])
+    matrix = gak_matrix(
+        slices.unsqueeze(1), torch.ones(6, dtype=torch.long), sigma=0.7, kernel=kernel, x_modality=modality.unsqueeze(1)
+    )
+    log_k = log_local_kernel(kernel.sqdist(slices, slices, modality, modality), 1 / (2 * 0.7**2))
+    normalized = log_k - 0.5 * (log_k.diagonal().unsqueeze(1) + log_k.diagonal().unsqueeze(0))
+    torch.testing.assert_close(matrix.log(), normalized.clamp(max=0))
+
+
+def test_triple_kernel_in_gak_differs_from_plain_euclidean_only_across_modalities() -> None:
+    kernel = TripleKernel(expert_dim=3)
+    generator = torch.Generator().manual_seed(14)
+    x = kernel.pack(torch.randn(4, 5, 3, generator=generator), torch.randn(4, 5, 2, generator=generator)).double()
+    lengths = torch.tensor([5, 3, 4, 2])
+    all_image = torch.full((4, 5), IMAGE)
+    # With one modality everywhere the Triple Kernel is the Euclidean kernel on the expert part.
+    triple = gak_matrix(x, lengths, sigma=1.0, kernel=kernel, x_modality=all_image)
+    plain = gak_matrix(x[..., :3].contiguous(), lengths, sigma=1.0, kernel=SquaredEuclidean())
+    torch.testing.assert_close(triple, plain)
+
+
+def test_runs_on_cuda_with_the_same_code() -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device on this machine")
+    generator = torch.Generator().manual_seed(15)
+    x, lengths = padded(random_set(generator, 20, 6, 8))
+    cpu = gak_matrix(x, lengths, delta=0.5)
+    gpu = gak_matrix(x.cuda(), lengths.cuda(), delta=0.5)
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({}, "exactly one of sigma"),
+        ({"sigma": 1.0, "delta": 1.0}, "exactly one of sigma"),
+        ({"sigma": -1.0}, "sigma must be a finite positive"),
+        ({"delta": float("nan")}, "delta must be a finite positive"),
+    ],
+)
+def test_bandwidth_errors(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        gak_matrix(torch.zeros(2, 3, 4), torch.tensor([1, 3]), **kwargs)
+
+
+def test_input_errors_name_the_argument() -> None:
+    x = torch.zeros(2, 3, 4)
+    with pytest.raises(ValueError, match=r"x_lengths must lie in \[1, 3\]"):
+        gak_matrix(x, torch.tensor([0, 3]), sigma=1.0)
+    with pytest.raises(ValueError, match=r"x_lengths must have shape \(2,\)"):
+        gak_matrix(x, torch.tensor([1, 2, 3]), sigma=1.0)
+    with pytest.raises(ValueError, match="padded float tensor"):
+        gak_matrix(torch.zeros(3, 4), torch.tensor([1, 2, 3]), sigma=1.0)
+    with pytest.raises(ValueError, match="y and y_lengths together"):
+        gak_matrix(x, torch.tensor([1, 2]), x, sigma=1.0)
+    with pytest.raises(ValueError, match="slice width"):
+        gak_matrix(x, torch.tensor([1, 2]), torch.zeros(2, 3, 5), torch.tensor([1, 2]), sigma=1.0)
+    with pytest.raises(ValueError, match="TripleKernel needs x_modality"):
+        gak_matrix(x, torch.tensor([1, 2]), sigma=1.0, kernel=TripleKernel(expert_dim=2))
+    with pytest.raises(ValueError, match=r"x_modality must have shape \(2, 3\)"):
+        gak_matrix(x, torch.tensor([1, 2]), sigma=1.0, kernel=TripleKernel(expert_dim=2), x_modality=torch.zeros(2, 2))
