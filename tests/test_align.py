@@ -327,3 +327,25 @@ def test_input_errors_name_the_argument() -> None:
         gak_matrix(x, torch.tensor([1, 2]), sigma=1.0, kernel=TripleKernel(expert_dim=2))
     with pytest.raises(ValueError, match=r"x_modality must have shape \(2, 3\)"):
         gak_matrix(x, torch.tensor([1, 2]), sigma=1.0, kernel=TripleKernel(expert_dim=2), x_modality=torch.zeros(2, 2))
+
+
+@pytest.mark.slow
+def test_large_batch_runs_within_four_gigabytes() -> None:
+    """B = 2048 sequences of up to 16 slices, D = 1536: the whole process stays under 4 GiB."""
+    import subprocess
+    import sys
+
+    script = (
+        "import resource, torch\n"
+        "from sugar.align import gak_matrix\n"
+        "g = torch.Generator().manual_seed(0)\n"
+        "x = torch.nn.functional.normalize(torch.randn(2048, 16, 1536, generator=g), dim=-1)\n"
+        "lengths = torch.randint(1, 17, (2048,), generator=g)\n"
+        "with torch.no_grad():\n"
+        "    k = gak_matrix(x, lengths, delta=1.0)\n"
+        "assert torch.isfinite(k).all() and k.shape == (2048, 2048)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    output = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True)
+    peak_bytes = int(output.stdout.strip().splitlines()[-1]) * 1024
+    assert peak_bytes < 4 * 2**30, f"peak resident memory {peak_bytes / 2**30:.2f} GiB"
