@@ -1,0 +1,1 @@
+"""Evaluation: standard metrics, benchmarks on the world or the real datasets, reports."""
