@@ -1,0 +1,136 @@
+"""Training configuration: one typed dataclass, loaded from YAML, overridable from the command line."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on; saved beside every checkpoint."""
+
+    # what to train
+    stage: Literal["base", "sugar"] = "sugar"
+    model: str = "tiny"  # preset name ("tiny", "smol") or "llava"
+    model_path: str | None = None  # llava: local folder or hub id
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    init_from: str | None = None  # a saved SugarModel folder to continue from (sugar stage: the base model)
+    lora: bool = False
+    lora_r: int = 16
+    lora_alpha: int = 32
+
+    # data
+    world: str = "runs/demo/world"
+    teachers: str | None = "runs/demo/teachers"
+    mix: dict[str, int] = field(default_factory=lambda: {"captions": 8, "stories": 4, "vqa": 4})
+    max_length: int = 256
+
+    # optimisation
+    steps: int = 400
+    gradient_accumulation: int = 1
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.03
+    max_grad_norm: float = 1.0
+
+    # the discriminative side (method.md sections 3-6)
+    alpha: float = 1.0
+    delta: float = 1.0
+    prefixes_per_document: int = 2
+    similarity_map: Literal["identity", "unit"] = "identity"
+    target_structure: Literal["gak", "mean"] = "gak"
+    teacher_kernel: Literal["triple", "cross"] = "triple"
+    discriminative_loss: Literal["mse", "infonce"] = "mse"
+    infonce_temperature: float = 0.05
+    use_generative_loss: bool = True
+
+    # bookkeeping
+    output_dir: str = "runs/demo/sugar"
+    seed: int = 0
+    log_every: int = 10
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 2
+
+    @property
+    def batch_size(self) -> int:
+        """Documents per micro-batch on one process (the sum of the mix)."""
+        return sum(self.mix.values())
+
+    def validate(self) -> None:
+        if self.stage not in ("base", "sugar"):
+            raise ValueError(f"stage must be 'base' or 'sugar', got {self.stage!r}")
+        unknown = set(self.mix) - {"captions", "stories", "vqa"}
+        if unknown or not self.mix or any(v < 0 for v in self.mix.values()) or self.batch_size == 0:
+            raise ValueError(
+                f"mix must map some of captions / stories / vqa to non-negative counts with a positive sum, got {self.mix}"
+            )
+        for name in ("steps", "gradient_accumulation", "prefixes_per_document", "log_every", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.stage == "sugar" and self.teachers is None:
+            raise ValueError("the sugar stage needs teachers: a folder written by `sugar teachers fit`")
+        if not self.use_generative_loss and self.stage == "base":
+            raise ValueError("the base stage trains the generative loss only; use_generative_loss must be true")
+        if self.delta <= 0 or self.alpha < 0:
+            raise ValueError(f"delta must be > 0 and alpha >= 0, got delta={self.delta}, alpha={self.alpha}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _field_types() -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def config_from_dict(values: dict[str, Any], source: str = "config") -> TrainConfig:
+    known = _field_types()
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f"{source}: unknown key(s) {unknown}; known keys: {sorted(known)}")
+    config = TrainConfig(**values)
+    config.validate()
+    return config
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`key=value` with a YAML value (`alpha=0.5`, `mix={captions: 8, stories: 8}`); dotted keys
+    set one entry of a mapping (`mix.vqa=0`, `model_overrides.hidden_size=128`)."""
+    if "=" not in text:
+        raise ValueError(f"override {text!r} must look like key=value")
+    key, raw = text.split("=", 1)
+    return key.strip(), yaml.safe_load(raw)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    values: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {path} does not exist")
+        loaded = yaml.safe_load(path.read_text())
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path}: expected a mapping of config keys, got {type(loaded).__name__}")
+        values.update(loaded)
+        source = str(path)
+    for text in overrides or []:
+        key, value = parse_override(text)
+        if "." in key:
+            outer, inner = key.split(".", 1)
+            default = _field_types().get(outer)
+            current = values.get(outer)
+            if current is None and default is not None and default.default_factory is not dataclasses.MISSING:
+                current = default.default_factory()
+            if not isinstance(current, dict):
+                raise ValueError(f"override {text!r}: {outer} is not a mapping")
+            values[outer] = {**current, inner: value}
+        else:
+            values[key] = value
+    return config_from_dict(values, source)

@@ -1,0 +1,107 @@
+"""Training building blocks: the batch stream, prefix sampling, config loading, checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from sugar.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from sugar.train.config import TrainConfig, load_config
+from sugar.train.mixture import BatchStream, TrainingExample, caption_examples
+from sugar.train.recipe import sample_cut_points
+
+
+def pool(kind: str, size: int) -> list[TrainingExample]:
+    return [TrainingExample((f"{kind}-{i}",), (0,), kind, f"{kind}-{i}") for i in range(size)]
+
+
+def ids(batch: list) -> list[str]:
+    return [example.id for example, _, _ in batch]
+
+
+def test_batches_are_a_function_of_seed_and_step() -> None:
+    pools = {"captions": pool("captions", 7), "vqa": pool("vqa", 5)}
+    first = BatchStream(pools, {"captions": 3, "vqa": 2}, seed=1)
+    second = BatchStream(pools, {"captions": 3, "vqa": 2}, seed=1)
+    assert [ids(first.batch(s)) for s in range(6)] == [ids(second.batch(s)) for s in reversed(range(6))][::-1]
+    assert ids(BatchStream(pools, {"captions": 3, "vqa": 2}, seed=2).batch(0)) != ids(first.batch(0))
+
+
+def test_each_epoch_visits_every_example_once() -> None:
+    stream = BatchStream({"captions": pool("captions", 6)}, {"captions": 3}, seed=0)
+    assert sorted(ids(stream.batch(0)) + ids(stream.batch(1))) == sorted(f"captions-{i}" for i in range(6))
+
+
+def test_ranks_split_the_global_batch_of_one_process() -> None:
+    pools = {"captions": pool("captions", 11), "stories": pool("stories", 4)}
+    single = BatchStream(pools, {"captions": 4, "stories": 2}, seed=3)
+    double = BatchStream(pools, {"captions": 2, "stories": 1}, seed=3)
+    for step in range(5):
+        together = ids(single.batch(step))
+        split = ids(double.batch(step, rank=0, world_size=2)) + ids(double.batch(step, rank=1, world_size=2))
+        assert sorted(together) == sorted(split)
+
+
+def test_caption_examples_alternate_order_and_caption() -> None:
+    [example] = caption_examples([(Path("img.png"), ["one.", "two."], "x")])
+    views = {example.view(seed=0, epoch=e) for e in range(40)}
+    assert ((Path("img.png"), "one."), (1,)) in views and (("two.", Path("img.png")), (0,)) in views
+    assert len(views) == 4
+
+
+def test_cut_points_always_include_the_last_slice() -> None:
+    generator = torch.Generator().manual_seed(0)
+    cuts = sample_cut_points([1, 2, 6, 6], 3, generator)
+    assert cuts[0] == [0] and cuts[1] == [0, 1]
+    for document_cuts in cuts[2:]:
+        assert document_cuts[-1] == 5 and len(document_cuts) == 3 and len(set(document_cuts)) == 3
+
+
+def test_config_overrides_and_errors(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("stage: base\nsteps: 5\nmix: {captions: 2, vqa: 2}\n")
+    config = load_config(path, ["alpha=0.25", "mix.vqa=0", "model_overrides.hidden_size=64"])
+    assert config.stage == "base" and config.steps == 5 and config.alpha == 0.25
+    assert config.mix == {"captions": 2, "vqa": 0} and config.model_overrides == {"hidden_size": 64}
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['stpes'\]"):
+        load_config(path, ["stpes=3"])
+    with pytest.raises(ValueError, match="mix must map"):
+        load_config(None, ["mix={pictures: 3}"])
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_checkpoint_round_trip_is_exact(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
+    model[0].weight.requires_grad_(False)  # frozen weights are not stored
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 1, gamma=0.5)
+    for _ in range(3):
+        model(torch.randn(5, 4)).pow(2).sum().backward()
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / ".tmp-step_00000009-1").mkdir()  # a save killed half-way
+    for step in (1, 2, 3):
+        path = save_checkpoint(tmp_path / "checkpoints", step, model, optimizer, scheduler, {"note": "x"}, keep=2)
+    assert latest_checkpoint(tmp_path / "checkpoints") == path
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["latest", "step_00000002", "step_00000003"]
+    expected_next = torch.randn(1)  # RNG state after the save
+
+    clone = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
+    clone[0].load_state_dict(model[0].state_dict())
+    clone[0].weight.requires_grad_(False)
+    clone_optimizer = torch.optim.AdamW([p for p in clone.parameters() if p.requires_grad], lr=0.1)
+    clone_scheduler = torch.optim.lr_scheduler.StepLR(clone_optimizer, 1, gamma=0.5)
+    torch.manual_seed(123)
+    state = load_checkpoint(path, clone, clone_optimizer, clone_scheduler)
+    assert state["step"] == 3 and state["note"] == "x"
+    for a, b in zip(model.parameters(), clone.parameters()):
+        assert torch.equal(a, b)
+    assert clone_scheduler.get_last_lr() == scheduler.get_last_lr()
+    assert torch.equal(torch.randn(1), expected_next)
+    assert "exp_avg" in clone_optimizer.state_dict()["state"][0]
