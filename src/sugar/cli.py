@@ -11,7 +11,15 @@ import importlib
 import sys
 
 # command name -> module that defines `register(subparsers) -> None`
-COMMAND_MODULES: dict[str, str] = {}
+COMMAND_MODULES: dict[str, str] = {
+    "world": "sugar.world.cli",
+    "teachers": "sugar.teachers.cli",
+    "train": "sugar.train.cli",
+    "encode": "sugar.retrieval.cli",
+    "index": "sugar.retrieval.cli",
+    "generate": "sugar.retrieval.cli",
+    "demo": "sugar.demo",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,16 +19,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from sugar.fileio import atomic_write_text
+
 LATEST = "latest"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(temporary, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -1,0 +1,197 @@
+"""The main job: world -> teachers -> base -> sugar -> evaluation -> report.
+
+    sugar demo                       # everything, in runs/demo (a re-run reuses finished stages)
+    sugar demo --out runs/seed1 --seed 1
+
+Each stage writes its result under the output folder and is skipped when that result exists,
+so an interrupted demo resumes where it stopped (training stages resume from checkpoints).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from sugar.fileio import atomic_write_text
+
+@dataclass
+class DemoSettings:
+    out: Path = Path("runs/demo")
+    seed: int = 0
+    scale: str = "default"
+    config: Path | None = None  # a TrainConfig YAML; default: TrainConfig's defaults (= configs/tiny.yaml)
+    base_steps: int | None = None
+    sugar_steps: int | None = None
+    overrides: list[str] = field(default_factory=list)
+    qa_questions: int = 300
+    progress: bool = True
+
+
+def _timed(stages: dict[str, float], name: str, work: Callable[[], Any]) -> Any:
+    started = time.perf_counter()
+    result = work()
+    stages[name] = round(time.perf_counter() - started, 1)
+    return result
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as metadata
+
+    names = ["sugar", "torch", "transformers", "accelerate", "peft", "faiss-cpu", "numpy", "pillow"]
+    versions = {"python": platform.python_version()}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def train_stage(settings: DemoSettings, stage: str, extra: list[str]) -> Path:
+    from sugar.train.config import load_config
+    from sugar.train.recipe import train
+
+    out = settings.out
+    model_dir = out / stage / "model"
+    if (model_dir / "config.json").is_file():
+        return model_dir
+    overrides = [
+        f"stage={stage}",
+        f"world={out / 'world'}",
+        f"teachers={out / 'teachers'}",
+        f"output_dir={out / stage}",
+        f"seed={settings.seed}",
+        *extra,
+        *settings.overrides,
+    ]
+    steps = settings.base_steps if stage == "base" else settings.sugar_steps
+    if steps is not None:
+        overrides.append(f"steps={steps}")
+    config = load_config(settings.config, overrides)
+    resume = (out / stage / "checkpoints" / "latest").is_file()
+    return train(config, resume=resume, show_progress=settings.progress)
+
+
+def evaluate_all(settings: DemoSettings) -> dict[str, Any]:
+    """The first evaluation on held-out data: both MLLMs and the CLIP-style teacher baseline."""
+    from sugar.data import load_coco_karpathy, load_llava_conversations, load_winoground
+    from sugar.eval.benchmarks import ModelEncoder, TeacherEncoder, evaluate_qa, evaluate_retrieval, evaluate_winoground
+    from sugar.models import SugarModel
+    from sugar.teachers import TeacherSuite
+
+    world = settings.out / "world"
+    captions = load_coco_karpathy(world / "captions" / "dataset_coco.json", world, split="test")
+    winoground = load_winoground(world / "winoground" / "test.jsonl", world / "images")
+    conversations = load_llava_conversations(world / "instruct" / "test.json", world)
+    conversations = sorted(conversations, key=lambda c: c.id)[: settings.qa_questions]
+
+    results: dict[str, Any] = {}
+    cache = settings.out / "eval"
+    cache.mkdir(parents=True, exist_ok=True)
+    for name in ("base", "sugar"):
+        path = cache / f"{name}.json"
+        if path.is_file():
+            results[name] = json.loads(path.read_text())
+            continue
+        model = SugarModel.from_pretrained(settings.out / name / "model")
+        model.eval()
+        encoder = ModelEncoder(model, show_progress=settings.progress)
+        results[name] = {
+            "retrieval": evaluate_retrieval(encoder, captions),
+            "winoground": evaluate_winoground(encoder, winoground),
+            "qa": evaluate_qa(model, conversations, show_progress=settings.progress),
+        }
+        atomic_write_text(path, json.dumps(results[name], indent=2))
+    path = cache / "teacher.json"
+    if path.is_file():
+        results["teacher"] = json.loads(path.read_text())
+    else:
+        encoder = TeacherEncoder(TeacherSuite.load(settings.out / "teachers"))
+        results["teacher"] = {
+            "retrieval": evaluate_retrieval(encoder, captions),
+            "winoground": evaluate_winoground(encoder, winoground),
+        }
+        atomic_write_text(path, json.dumps(results["teacher"], indent=2))
+    return results
+
+
+def run_demo(settings: DemoSettings) -> Path:
+    from sugar.teachers import fit_teachers
+    from sugar.world import build_world
+
+    out = settings.out
+    out.mkdir(parents=True, exist_ok=True)
+    stages_path = out / "stages.json"
+    stages: dict[str, float] = json.loads(stages_path.read_text()) if stages_path.is_file() else {}
+
+    def record(name: str, work: Callable[[], Any]) -> Any:
+        result = _timed(stages, name, work)
+        atomic_write_text(stages_path, json.dumps(stages, indent=2))
+        return result
+
+    record("world", lambda: build_world(out / "world", seed=settings.seed, scale=settings.scale, progress=settings.progress))
+    if not (out / "teachers" / "suite.json").is_file():
+        record("teachers", lambda: fit_teachers(out / "teachers", world=out / "world", progress=settings.progress))
+    record("base", lambda: train_stage(settings, "base", []))
+    record("sugar", lambda: train_stage(settings, "sugar", [f"init_from={out / 'base' / 'model'}"]))
+    results = record("evaluation", lambda: evaluate_all(settings))
+
+    from sugar.eval.report import write_demo_report
+
+    config = json.loads((out / "sugar" / "config.json").read_text())
+    teacher_fit = out / "teachers" / "metrics.json"
+    metrics = {
+        "models": results,
+        "teacher_fit": json.loads(teacher_fit.read_text()) if teacher_fit.is_file() else None,
+        "config": config,
+        "versions": _versions(),
+        "seeds": {"world": settings.seed, "training": settings.seed},
+        "world_scale": settings.scale,
+        "wall_time_seconds": {**stages, "total": round(sum(stages.values()), 1)},
+    }
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+    return write_demo_report(out, metrics)
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "demo",
+        help="the main job: world -> teachers -> base -> sugar -> evaluation -> report",
+        description=(
+            "Build the embedded world, fit the teachers, train the base model (generative only), continue it "
+            "with Sugar (L_g + alpha * L_d), evaluate both and the CLIP-style teacher on held-out data, and "
+            "write OUT/report.md and OUT/metrics.json. Finished stages are reused on a re-run."
+        ),
+    )
+    parser.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the world and of training")
+    parser.add_argument("--scale", default="default", choices=["small", "default"], help="world size")
+    parser.add_argument("--config", help="TrainConfig YAML for both stages (default: built-in = configs/tiny.yaml)")
+    parser.add_argument("--base-steps", type=int, help="override the base stage's steps")
+    parser.add_argument("--sugar-steps", type=int, help="override the sugar stage's steps")
+    parser.add_argument("--qa-questions", type=int, default=300, help="test questions answered per model")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="TrainConfig overrides for both stages")
+    parser.set_defaults(func=_run)
+
+
+def _run(args: Any) -> int:
+    report = run_demo(
+        DemoSettings(
+            out=Path(args.out),
+            seed=args.seed,
+            scale=args.scale,
+            config=Path(args.config) if args.config else None,
+            base_steps=args.base_steps,
+            sugar_steps=args.sugar_steps,
+            overrides=list(args.overrides),
+            qa_questions=args.qa_questions,
+            progress=not args.no_progress,
+        )
+    )
+    print(f"report: {report}")
+    return 0

@@ -1,0 +1,321 @@
+"""The training recipe: setup, one step (L_g + alpha * L_d), checkpoints, logs. One readable file.
+
+    sugar train --config configs/tiny.yaml stage=base output_dir=runs/demo/base
+    accelerate launch --num_processes 2 -m sugar.cli train --config configs/tiny.yaml   # DDP
+
+Runs as a single CPU process by default and unchanged under `accelerate launch` (DDP, FSDP,
+DeepSpeed). Under several processes the similarity matrices cover the global batch.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from sugar.kernels import IMAGE, TEXT, LocalKernel, SquaredEuclidean
+from sugar.fileio import atomic_write_text
+from sugar.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from sugar.train.config import TrainConfig
+from sugar.train.distributed import gather_rows, global_max, pad_to_length, world_size
+from sugar.train.losses import PrefixSlices, alignment_targets, discriminative_loss, soft_infonce_loss
+from sugar.train.mixture import BatchStream, Segment, TrainingExample
+
+
+@dataclass
+class StepLosses:
+    total: Tensor  # what is backpropagated on this process
+    generative: Tensor | None
+    discriminative: Tensor | None
+    documents: int
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    return int.from_bytes(hashlib.sha256(f"{seed}:{step}:{rank}".encode()).digest()[:8], "little") & (2**63 - 1)
+
+
+def sample_cut_points(slice_counts: list[int], per_document: int, generator: torch.Generator) -> list[list[int]]:
+    """K prefix ends per document at slice ends: the last slice always, the rest at random."""
+    cuts = []
+    for count in slice_counts:
+        others = torch.randperm(max(count - 1, 0), generator=generator)[: per_document - 1].tolist()
+        cuts.append(sorted(others) + [count - 1])
+    return cuts
+
+
+def load_image(segment: Segment) -> Any:
+    from sugar.data import ImageRef
+
+    if isinstance(segment, Path):
+        return ImageRef(path=segment).load()
+    return segment
+
+
+class SliceTeacher:
+    """The teacher side of L_d: slice features for the chosen kernel (Triple or cross-modal only)."""
+
+    def __init__(self, suite: Any, kernel_name: str) -> None:
+        self.suite = suite
+        self.kernel_name = kernel_name
+        self.kernel: LocalKernel = suite.kernel if kernel_name == "triple" else SquaredEuclidean()
+
+    def features(self, contents: list[Any]) -> Tensor:
+        if self.kernel_name == "triple":
+            return self.suite.slice_features(contents)
+        return self.suite.cross_modal_features(contents)
+
+
+def prefix_slices(
+    batch: Any, cuts: list[list[int]], teacher: SliceTeacher, document_offset: int
+) -> PrefixSlices:
+    """Teacher features of every sampled prefix of the local documents, padded."""
+    contents = [span.content for spans in batch.slices for span in spans]
+    features = teacher.features(contents)
+    modality_of = {"image": IMAGE, "text": TEXT}
+    rows, lengths, modality, documents = [], [], [], []
+    start = 0
+    for index, (spans, document_cuts) in enumerate(zip(batch.slices, cuts)):
+        document_features = features[start : start + len(spans)]
+        document_modality = torch.tensor([modality_of[span.modality] for span in spans])
+        start += len(spans)
+        for cut in document_cuts:
+            rows.append(document_features[: cut + 1])
+            modality.append(document_modality[: cut + 1])
+            lengths.append(cut + 1)
+            documents.append(document_offset + index)
+    longest = max(lengths)
+    return PrefixSlices(
+        features=torch.stack([pad_to_length(r, longest, dim=0) for r in rows]),
+        lengths=torch.tensor(lengths),
+        modality=torch.stack([pad_to_length(m, longest, dim=0) for m in modality]),
+        document=torch.tensor(documents),
+    )
+
+
+def gather_prefixes(local: PrefixSlices, device: torch.device) -> PrefixSlices:
+    longest = global_max(local.features.shape[1], device)
+    return PrefixSlices(
+        features=gather_rows(pad_to_length(local.features.to(device), longest)),
+        lengths=gather_rows(local.lengths.to(device)),
+        modality=gather_rows(pad_to_length(local.modality.to(device), longest)),
+        document=gather_rows(local.document.to(device)),
+    )
+
+
+def compute_losses(
+    model: torch.nn.Module,
+    processor: Any,
+    examples: list[tuple[TrainingExample, tuple[Segment, ...], tuple[int, ...]]],
+    config: TrainConfig,
+    teacher: SliceTeacher | None,
+    step: int,
+    rank: int,
+    device: torch.device,
+) -> StepLosses:
+    """One micro-batch on this process: the generative loss on its documents and, in the sugar
+    stage, L_d over the global batch of sampled prefixes."""
+    documents = [[load_image(s) if not isinstance(s, str) else s for s in segments] for _, segments, _ in examples]
+    targets = [list(t) for _, _, t in examples] if config.use_generative_loss else None
+    batch = processor(documents, targets=targets, max_length=config.max_length).to(device)
+    sugar_stage = config.stage == "sugar"
+    cuts = None
+    if sugar_stage:
+        generator = torch.Generator().manual_seed(step_seed(config.seed, step, rank))
+        cuts = sample_cut_points([len(s) for s in batch.slices], config.prefixes_per_document, generator)
+    output = model(batch, cut_points=cuts)
+    generative = output.loss if config.use_generative_loss else None
+    total = generative if generative is not None else torch.zeros((), device=device)
+    discriminative = None
+    if sugar_stage:
+        assert teacher is not None and cuts is not None
+        local = prefix_slices(batch, cuts, teacher, document_offset=rank * len(examples))
+        prefixes = gather_prefixes(local, device)
+        targets_matrix = alignment_targets(
+            prefixes, teacher.kernel, delta=config.delta, structure=config.target_structure
+        )
+        embeddings = gather_rows(output.embeddings, keep_gradient=True)
+        if config.discriminative_loss == "mse":
+            discriminative = discriminative_loss(embeddings, targets_matrix, config.similarity_map)
+        else:
+            discriminative = soft_infonce_loss(embeddings, targets_matrix, config.infonce_temperature)
+        # Each process backpropagates the global L_d through its own rows only, and DDP averages
+        # gradients over processes: scaling by the world size makes the sum the true gradient.
+        total = total + config.alpha * discriminative * world_size()
+    return StepLosses(total, generative, discriminative, len(examples))
+
+
+class RunLog:
+    """One CSV row per logged step plus TensorBoard scalars; appends across resumes."""
+
+    FIELDS = ["step", "loss", "generative_loss", "discriminative_loss", "lr", "samples_per_second", "elapsed_seconds"]
+
+    def __init__(self, directory: Path, enabled: bool) -> None:
+        self.enabled = enabled
+        self.path = directory / "train_log.csv"
+        self.writer = None
+        if enabled:
+            directory.mkdir(parents=True, exist_ok=True)
+            if not self.path.exists():
+                with open(self.path, "w", newline="") as handle:
+                    csv.writer(handle).writerow(self.FIELDS)
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.writer = SummaryWriter(str(directory / "tensorboard"))
+            except ImportError:  # tensorboard is optional at run time
+                self.writer = None
+
+    def write(self, row: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a", newline="") as handle:
+            csv.writer(handle).writerow([row.get(name, "") for name in self.FIELDS])
+        if self.writer is not None:
+            for name, value in row.items():
+                if name != "step" and value == value and value is not None:
+                    self.writer.add_scalar(f"train/{name}", value, int(row["step"]))
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def build_model(config: TrainConfig, corpus: list[str]) -> Any:
+    from sugar.models import SugarModel
+
+    if config.init_from is not None:
+        model = SugarModel.from_pretrained(config.init_from)
+    elif config.model == "llava":
+        if config.model_path is None:
+            raise ValueError("model: llava needs model_path (a local folder or hub id)")
+        model = SugarModel.from_llava(config.model_path, **config.model_overrides)
+    else:
+        model = SugarModel.from_preset(config.model, tokenizer_corpus=corpus, **config.model_overrides)
+    if config.lora:
+        model.enable_lora(r=config.lora_r, alpha=config.lora_alpha)
+    if config.stage == "base":
+        # the base model is generative only: its retrieval head stays at initialisation
+        for parameter in model.retrieval_parameters():
+            parameter.requires_grad_(False)
+    return model
+
+
+def train(config: TrainConfig, resume: bool = False, show_progress: bool | None = None) -> Path:
+    """Run (or resume) one training stage; returns the folder of the saved model."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+    from transformers import get_cosine_schedule_with_warmup
+
+    from sugar.train.examples import load_world_examples, tokenizer_corpus
+
+    config.validate()
+    accelerator = Accelerator(gradient_accumulation_steps=config.gradient_accumulation)
+    set_seed(config.seed)
+    output_dir = Path(config.output_dir)
+    checkpoints = output_dir / "checkpoints"
+    final_dir = output_dir / "model"
+
+    pools = load_world_examples(Path(config.world), split="train", kinds=[k for k, v in config.mix.items() if v])
+    model = build_model(config, tokenizer_corpus(Path(config.world)))
+    processor = model.processor
+    teacher = None
+    if config.stage == "sugar":
+        from sugar.teachers import TeacherSuite
+
+        assert config.teachers is not None
+        teacher = SliceTeacher(TeacherSuite.load(config.teachers), config.teacher_kernel)
+
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not trainable:
+        raise ValueError("nothing to train: every parameter is frozen")
+    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+    scheduler = get_cosine_schedule_with_warmup(
+        optimizer, math.ceil(config.warmup_ratio * config.steps), config.steps
+    )
+    # The scheduler is stepped by hand once per optimizer step: accelerate's wrapper would step
+    # it once per process, changing the schedule with the number of processes.
+    model, optimizer = accelerator.prepare(model, optimizer)
+    stream = BatchStream(pools, config.mix, config.seed)
+
+    start_step = 0
+    if resume and (path := latest_checkpoint(checkpoints)) is not None:
+        state = load_checkpoint(path, accelerator.unwrap_model(model), optimizer, scheduler)
+        start_step = int(state["step"])
+        accelerator.print(f"resumed from {path} at step {start_step}")
+    elif not resume and latest_checkpoint(checkpoints) is not None:
+        raise ValueError(f"{output_dir} already holds checkpoints: pass --resume to continue, or choose another output_dir")
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(output_dir / "config.json", json.dumps(config.to_dict(), indent=2))
+
+    log = RunLog(output_dir, accelerator.is_main_process)
+    show = accelerator.is_main_process if show_progress is None else show_progress and accelerator.is_main_process
+    bar = tqdm(total=config.steps, initial=start_step, disable=not show, desc=f"{config.stage}", dynamic_ncols=True)
+    model.train()
+    started = time.perf_counter()
+    window_documents, window_start = 0, time.perf_counter()
+    micro_steps = config.gradient_accumulation
+    for step in range(start_step, config.steps):
+        sums = {"loss": 0.0, "generative_loss": 0.0, "discriminative_loss": 0.0}
+        for micro in range(micro_steps):
+            examples = stream.batch(step * micro_steps + micro, accelerator.process_index, accelerator.num_processes)
+            with accelerator.accumulate(model):
+                losses = compute_losses(
+                    model, processor, examples, config, teacher, step * micro_steps + micro,
+                    accelerator.process_index, accelerator.device,
+                )
+                accelerator.backward(losses.total)
+                if accelerator.sync_gradients and config.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
+                optimizer.step()
+                if accelerator.sync_gradients:
+                    scheduler.step()
+                optimizer.zero_grad()
+            sums["loss"] += losses.total.item() / micro_steps
+            if losses.generative is not None:
+                sums["generative_loss"] += losses.generative.item() / micro_steps
+            if losses.discriminative is not None:
+                sums["discriminative_loss"] += losses.discriminative.item() / micro_steps
+            window_documents += losses.documents * accelerator.num_processes
+        done = step + 1
+        bar.update(1)
+        postfix = {"L_g": f"{sums['generative_loss']:.3f}", "lr": f"{scheduler.get_last_lr()[0]:.2e}"}
+        if config.stage == "sugar":
+            postfix["L_d"] = f"{sums['discriminative_loss']:.4f}"
+        bar.set_postfix(postfix)
+        if done % config.log_every == 0 or done == config.steps:
+            now = time.perf_counter()
+            log.write(
+                {
+                    "step": done,
+                    **sums,
+                    "discriminative_loss": sums["discriminative_loss"] if config.stage == "sugar" else float("nan"),
+                    "lr": scheduler.get_last_lr()[0],
+                    "samples_per_second": window_documents / max(now - window_start, 1e-9),
+                    "elapsed_seconds": now - started,
+                }
+            )
+            window_documents, window_start = 0, now
+        if done % config.checkpoint_every == 0 or done == config.steps:
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                save_checkpoint(
+                    checkpoints, done, accelerator.unwrap_model(model), optimizer, scheduler,
+                    {"config": config.to_dict()}, keep=config.keep_checkpoints,
+                )
+    bar.close()
+    log.close()
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        accelerator.unwrap_model(model).save_pretrained(final_dir)
+    accelerator.wait_for_everyone()
+    return final_dir
