@@ -57,3 +57,12 @@ def global_max(value: int, device: torch.device) -> int:
     holder = torch.tensor([value], device=device)
     dist.all_reduce(holder, op=dist.ReduceOp.MAX)
     return int(holder.item())
+
+
+def all_reduce_sum(value: Tensor) -> Tensor:
+    """Sum of `value` over processes (a detached copy; for counts and logged values)."""
+    if not is_distributed():
+        return value.detach().clone()
+    total = value.detach().clone()
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return total

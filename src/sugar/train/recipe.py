@@ -25,27 +25,30 @@ from sugar.kernels import IMAGE, TEXT, LocalKernel, SquaredEuclidean
 from sugar.fileio import atomic_write_text
 from sugar.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from sugar.train.config import TrainConfig
-from sugar.train.distributed import gather_rows, global_max, pad_to_length, world_size
+from sugar.train.distributed import all_reduce_sum, gather_rows, global_max, pad_to_length, world_size
 from sugar.train.losses import PrefixSlices, alignment_targets, discriminative_loss, soft_infonce_loss
 from sugar.train.mixture import BatchStream, Segment, TrainingExample
 
 
 @dataclass
 class StepLosses:
-    total: Tensor  # what is backpropagated on this process
-    generative: Tensor | None
-    discriminative: Tensor | None
+    total: Tensor  # what this process backpropagates (its share, scaled for DDP's averaging)
+    generative: Tensor | None  # global-batch L_g (token-weighted mean), detached
+    discriminative: Tensor | None  # global-batch L_d
     documents: int
 
 
-def step_seed(seed: int, step: int, rank: int) -> int:
-    return int.from_bytes(hashlib.sha256(f"{seed}:{step}:{rank}".encode()).digest()[:8], "little") & (2**63 - 1)
+def document_seed(seed: int, step: int, document_id: str) -> int:
+    """Per document and step, so the cut points do not depend on which process holds it."""
+    digest = hashlib.sha256(f"{seed}:{step}:{document_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
-def sample_cut_points(slice_counts: list[int], per_document: int, generator: torch.Generator) -> list[list[int]]:
+def sample_cut_points(slice_counts: list[int], per_document: int, seeds: list[int]) -> list[list[int]]:
     """K prefix ends per document at slice ends: the last slice always, the rest at random."""
     cuts = []
-    for count in slice_counts:
+    for count, seed in zip(slice_counts, seeds, strict=True):
+        generator = torch.Generator().manual_seed(seed)
         others = torch.randperm(max(count - 1, 0), generator=generator)[: per_document - 1].tolist()
         cuts.append(sorted(others) + [count - 1])
     return cuts
@@ -55,7 +58,7 @@ def load_image(segment: Segment) -> Any:
     from sugar.data import ImageRef
 
     if isinstance(segment, Path):
-        return ImageRef(path=segment).load()
+        return ImageRef(segment).load()
     return segment
 
 
@@ -128,11 +131,19 @@ def compute_losses(
     sugar_stage = config.stage == "sugar"
     cuts = None
     if sugar_stage:
-        generator = torch.Generator().manual_seed(step_seed(config.seed, step, rank))
-        cuts = sample_cut_points([len(s) for s in batch.slices], config.prefixes_per_document, generator)
+        seeds = [document_seed(config.seed, step, example.id) for example, _, _ in examples]
+        cuts = sample_cut_points([len(s) for s in batch.slices], config.prefixes_per_document, seeds)
     output = model(batch, cut_points=cuts)
-    generative = output.loss if config.use_generative_loss else None
-    total = generative if generative is not None else torch.zeros((), device=device)
+    scale = float(world_size())  # DDP averages gradients over processes; the losses below are global
+    total = torch.zeros((), device=device)
+    generative = None
+    if config.use_generative_loss:
+        # Token-weighted over the global batch: this process's share of the global mean.
+        local_tokens = torch.tensor(float(output.label_tokens or 0), device=device)
+        global_tokens = all_reduce_sum(local_tokens).clamp_min(1.0)
+        share = output.loss * (local_tokens / global_tokens) if output.loss is not None else total
+        total = total + share * scale
+        generative = all_reduce_sum(share)
     discriminative = None
     if sugar_stage:
         assert teacher is not None and cuts is not None
@@ -146,9 +157,8 @@ def compute_losses(
             discriminative = discriminative_loss(embeddings, targets_matrix, config.similarity_map)
         else:
             discriminative = soft_infonce_loss(embeddings, targets_matrix, config.infonce_temperature)
-        # Each process backpropagates the global L_d through its own rows only, and DDP averages
-        # gradients over processes: scaling by the world size makes the sum the true gradient.
-        total = total + config.alpha * discriminative * world_size()
+        # Every process computes the same global L_d but backpropagates through its own rows only.
+        total = total + config.alpha * discriminative * scale
     return StepLosses(total, generative, discriminative, len(examples))
 
 
@@ -280,7 +290,10 @@ def train(config: TrainConfig, resume: bool = False, show_progress: bool | None 
                 if accelerator.sync_gradients:
                     scheduler.step()
                 optimizer.zero_grad()
-            sums["loss"] += losses.total.item() / micro_steps
+            combined = (losses.generative.item() if losses.generative is not None else 0.0) + config.alpha * (
+                losses.discriminative.item() if losses.discriminative is not None else 0.0
+            )
+            sums["loss"] += combined / micro_steps
             if losses.generative is not None:
                 sums["generative_loss"] += losses.generative.item() / micro_steps
             if losses.discriminative is not None:

@@ -1,0 +1,214 @@
+"""The training recipe end to end on a small world with a tiny model and toy teachers:
+both losses fall, a SIGKILLed run resumes to the same weights, two processes equal one."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from sugar.train.config import TrainConfig, load_config
+
+TINY_MODEL = {
+    "vision_tower": "patch",
+    "image_size": 32,
+    "patch_size": 8,
+    "patch_dim": 16,
+    "projector_hidden": [32],
+    "head_hidden": [32],
+    "head_dim": 16,
+    "max_length": 256,
+    "lm_config": {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 256,
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from sugar.world import build_world
+
+    root = tmp_path_factory.mktemp("world")
+    build_world(root, seed=0, scale="small", progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def teachers(world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from sugar.teachers.fit import FitConfig, fit_teachers
+    from sugar.teachers.toy import ToyImageExpert, ToyTextExpert
+
+    out = tmp_path_factory.mktemp("teachers")
+    fit_teachers(
+        out, world=world, image_expert=ToyImageExpert(), text_expert=ToyTextExpert(),
+        config=FitConfig(epochs=3), progress=False, log=None,
+    )
+    return out
+
+
+def overrides(world: Path, teachers: Path, out: Path, **values: object) -> list[str]:
+    settings = {
+        "world": str(world),
+        "teachers": str(teachers),
+        "output_dir": str(out),
+        "mix": "{captions: 4, stories: 2, vqa: 2}",
+        "model_overrides": "{" + ", ".join(f"{k}: {v!r}" for k, v in TINY_MODEL.items()).replace("'", '"') + "}",
+        "learning_rate": 3e-3,
+        "log_every": 1,
+        **values,
+    }
+    return [f"{k}={v}" for k, v in settings.items()]
+
+
+def config(world: Path, teachers: Path, out: Path, **values: object) -> TrainConfig:
+    return load_config(None, overrides(world, teachers, out, **values))
+
+
+def read_log(path: Path) -> list[dict[str, float]]:
+    with open(path) as handle:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+
+
+def test_short_runs_lower_both_losses(world: Path, teachers: Path, tmp_path: Path) -> None:
+    from sugar.train.recipe import train
+
+    base = train(config(world, teachers, tmp_path / "base", stage="base", steps=30), show_progress=False)
+    rows = read_log(tmp_path / "base" / "train_log.csv")
+    first, last = sum(r["generative_loss"] for r in rows[:5]) / 5, sum(r["generative_loss"] for r in rows[-5:]) / 5
+    assert last < 0.8 * first
+    assert all(math.isnan(r["discriminative_loss"]) for r in rows)
+
+    train(config(world, teachers, tmp_path / "sugar", stage="sugar", steps=30, init_from=str(base), alpha=2.0), show_progress=False)
+    rows = read_log(tmp_path / "sugar" / "train_log.csv")
+    first_d = sum(r["discriminative_loss"] for r in rows[:5]) / 5
+    last_d = sum(r["discriminative_loss"] for r in rows[-5:]) / 5
+    assert last_d < 0.7 * first_d
+    assert rows[-1]["generative_loss"] < first  # still below where base started
+    assert (tmp_path / "sugar" / "model" / "model.safetensors").is_file()
+    assert (tmp_path / "sugar" / "tensorboard").is_dir()
+
+
+def test_existing_checkpoints_need_resume(world: Path, teachers: Path, tmp_path: Path) -> None:
+    from sugar.train.recipe import train
+
+    settings = config(world, teachers, tmp_path / "run", stage="base", steps=2, checkpoint_every=1)
+    train(settings, show_progress=False)
+    with pytest.raises(ValueError, match="pass --resume"):
+        train(settings, show_progress=False)
+
+
+def run_cli(arguments: list[str]) -> subprocess.Popen[bytes]:
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "sugar.cli", "train", "--no-progress", *arguments],
+        env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+
+
+@pytest.mark.slow
+def test_sigkilled_run_resumes_to_identical_weights(world: Path, teachers: Path, tmp_path: Path) -> None:
+    steps = ["stage=sugar", "steps=12", "checkpoint_every=3", "alpha=1.0"]
+    reference = run_cli(overrides(world, teachers, tmp_path / "reference") + steps)
+    assert reference.wait(timeout=600) == 0, reference.stdout.read().decode() if reference.stdout else ""
+
+    interrupted = run_cli(overrides(world, teachers, tmp_path / "killed") + steps)
+    checkpoint = tmp_path / "killed" / "checkpoints" / "step_00000006"
+    deadline = time.time() + 600
+    while not checkpoint.is_dir() and interrupted.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert interrupted.poll() is None, "the run finished before it could be killed"
+    interrupted.send_signal(signal.SIGKILL)
+    interrupted.wait()
+    assert not (tmp_path / "killed" / "model").exists()
+
+    resumed = run_cli(overrides(world, teachers, tmp_path / "killed") + steps + ["--resume"])
+    output = resumed.communicate(timeout=600)[0].decode()
+    assert resumed.returncode == 0, output
+    assert "resumed from" in output
+    expected = load_file(str(tmp_path / "reference" / "model" / "model.safetensors"))
+    got = load_file(str(tmp_path / "killed" / "model" / "model.safetensors"))
+    assert expected.keys() == got.keys()
+    for name in expected:
+        assert torch.equal(expected[name], got[name]), name
+
+
+TWO_PROCESS_SCRIPT = r"""
+import json, os, sys
+import torch, torch.distributed as dist
+from pathlib import Path
+from sugar.train.config import load_config
+from sugar.train.examples import load_world_examples
+from sugar.train.mixture import BatchStream
+from sugar.train.recipe import SliceTeacher, compute_losses
+from sugar.models import SugarModel
+from sugar.teachers import TeacherSuite
+
+rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+if world_size > 1:
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+config = load_config(None, json.loads(sys.argv[1]))
+model = SugarModel.from_pretrained(sys.argv[2])
+pools = load_world_examples(Path(config.world), "train", ["captions", "stories", "vqa"])
+stream = BatchStream(pools, config.mix, config.seed)
+teacher = SliceTeacher(TeacherSuite.load(config.teachers), "triple")
+losses = compute_losses(model, model.processor, stream.batch(0, rank, world_size), config, teacher, 0, rank, torch.device("cpu"))
+losses.total.backward()
+grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+for g in grads.values():
+    if world_size > 1:
+        dist.all_reduce(g)
+        g /= world_size
+if rank == 0:
+    torch.save({"generative": losses.generative.item(), "discriminative": losses.discriminative.item(), "grads": grads}, sys.argv[3])
+if world_size > 1:
+    dist.destroy_process_group()
+"""
+
+
+def test_two_processes_compute_the_one_process_losses_and_gradients(world: Path, teachers: Path, tmp_path: Path) -> None:
+    import json
+
+    from sugar.models import SugarModel
+    from sugar.train.examples import tokenizer_corpus
+
+    torch.manual_seed(0)
+    model_dir = SugarModel.from_preset("tiny", tokenizer_corpus=tokenizer_corpus(world), **TINY_MODEL).save_pretrained(tmp_path / "model")
+    script = tmp_path / "step.py"
+    script.write_text(TWO_PROCESS_SCRIPT)
+    common = overrides(world, teachers, tmp_path / "unused", stage="sugar")
+
+    def run(world_size: int, mix: str, out: Path) -> dict:
+        arguments = json.dumps([a for a in common if not a.startswith("mix=")] + [f"mix={mix}"])
+        processes = []
+        for rank in range(world_size):
+            environment = {
+                **os.environ, "RANK": str(rank), "WORLD_SIZE": str(world_size), "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": "29533", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+            }
+            processes.append(subprocess.Popen([sys.executable, str(script), arguments, str(model_dir), str(out)], env=environment, stderr=subprocess.PIPE))
+        for process in processes:
+            _, error = process.communicate(timeout=300)
+            assert process.returncode == 0, error.decode()
+        return torch.load(out, weights_only=False)
+
+    single = run(1, "{captions: 4, stories: 2, vqa: 2}", tmp_path / "one.pt")
+    double = run(2, "{captions: 2, stories: 1, vqa: 1}", tmp_path / "two.pt")
+    assert double["discriminative"] == pytest.approx(single["discriminative"], rel=1e-5)
+    assert double["generative"] == pytest.approx(single["generative"], rel=1e-5)
+    assert single["grads"].keys() == double["grads"].keys()
+    for name, gradient in single["grads"].items():
+        torch.testing.assert_close(double["grads"][name], gradient, rtol=1e-4, atol=1e-6, msg=name)
