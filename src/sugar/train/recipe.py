@@ -133,7 +133,7 @@ def compute_losses(
     if sugar_stage:
         seeds = [document_seed(config.seed, step, example.id) for example, _, _ in examples]
         cuts = sample_cut_points([len(s) for s in batch.slices], config.prefixes_per_document, seeds)
-    output = model(batch, cut_points=cuts)
+    output = model(batch, cut_points=cuts, return_embeddings=sugar_stage)
     scale = float(world_size())  # DDP averages gradients over processes; the losses below are global
     total = torch.zeros((), device=device)
     generative = None
