@@ -30,6 +30,9 @@ test-slow: install
 test-all: install
 	$(PYTEST_ENV) $(PY) -m pytest -q
 
+demo: install
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(VENV)/bin/sugar demo --out runs/demo
+
 bench: install
 	$(PYTEST_ENV) $(PY) benchmarks/align.py
 
