@@ -28,6 +28,9 @@ class DemoSettings:
     sugar_steps: int | None = None
     overrides: list[str] = field(default_factory=list)
     qa_questions: int = 300
+    # The teacher fit reads one caption per training image: 3x less text to encode for a small
+    # loss on val (selection score 0.433 against 0.468 with all five), measured on the default world.
+    teacher_captions_per_image: int | None = 1
     progress: bool = True
 
 
@@ -65,6 +68,7 @@ def train_stage(settings: DemoSettings, stage: str, extra: list[str]) -> Path:
         f"teachers={out / 'teachers'}",
         f"output_dir={out / stage}",
         f"seed={settings.seed}",
+        f"vision_cache_dir={out / 'vision-cache'}",
         *extra,
         *settings.overrides,
     ]
@@ -135,7 +139,15 @@ def run_demo(settings: DemoSettings) -> Path:
 
     record("world", lambda: build_world(out / "world", seed=settings.seed, scale=settings.scale, progress=settings.progress))
     if not (out / "teachers" / "suite.json").is_file():
-        record("teachers", lambda: fit_teachers(out / "teachers", world=out / "world", progress=settings.progress))
+        record(
+            "teachers",
+            lambda: fit_teachers(
+                out / "teachers",
+                world=out / "world",
+                captions_per_image=settings.teacher_captions_per_image,
+                progress=settings.progress,
+            ),
+        )
     record("base", lambda: train_stage(settings, "base", []))
     record("sugar", lambda: train_stage(settings, "sugar", [f"init_from={out / 'base' / 'model'}"]))
     results = record("evaluation", lambda: evaluate_all(settings))

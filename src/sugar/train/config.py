@@ -20,6 +20,7 @@ class TrainConfig:
     model_path: str | None = None  # llava: local folder or hub id
     model_overrides: dict[str, Any] = field(default_factory=dict)
     init_from: str | None = None  # a saved SugarModel folder to continue from (sugar stage: the base model)
+    vision_cache_dir: str | None = None  # on-disk cache of frozen vision-tower features, shared across stages
     lora: bool = False
     lora_r: int = 16
     lora_alpha: int = 32
@@ -31,7 +32,7 @@ class TrainConfig:
     max_length: int = 256
 
     # optimisation
-    steps: int = 400
+    steps: int = 300
     gradient_accumulation: int = 1
     learning_rate: float = 1e-3
     weight_decay: float = 0.0

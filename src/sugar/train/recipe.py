@@ -201,14 +201,15 @@ class RunLog:
 def build_model(config: TrainConfig, corpus: list[str]) -> Any:
     from sugar.models import SugarModel
 
+    cache = {} if config.vision_cache_dir is None else {"vision_cache_dir": config.vision_cache_dir}
     if config.init_from is not None:
-        model = SugarModel.from_pretrained(config.init_from)
+        model = SugarModel.from_pretrained(config.init_from, **cache)
     elif config.model == "llava":
         if config.model_path is None:
             raise ValueError("model: llava needs model_path (a local folder or hub id)")
-        model = SugarModel.from_llava(config.model_path, **config.model_overrides)
+        model = SugarModel.from_llava(config.model_path, **{**config.model_overrides, **cache})
     else:
-        model = SugarModel.from_preset(config.model, tokenizer_corpus=corpus, **config.model_overrides)
+        model = SugarModel.from_preset(config.model, tokenizer_corpus=corpus, **{**config.model_overrides, **cache})
     if config.lora:
         model.enable_lora(r=config.lora_r, alpha=config.lora_alpha)
     if config.stage == "base":
