@@ -34,6 +34,7 @@ from PIL import Image
 from torch import Tensor
 
 from sugar.data.images import to_rgb
+from sugar.fileio import atomic_write_bytes
 
 KEY_BYTES = 32
 SHARD_PREFIX = "shard-"
@@ -74,20 +75,6 @@ def content_key(item: str | Image.Image) -> bytes:
         digest.update(np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8)).data)
         return digest.digest()
     raise TypeError(f"a slice is a str or a PIL image, got {type(item).__name__}")
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that readers see either nothing or the whole file."""
-    temporary = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
-    try:
-        with open(temporary, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
 
 
 class FeatureCache:

@@ -26,6 +26,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from sugar.fileio import atomic_write_bytes
 from sugar.world import formats
 from sugar.world.render import png_bytes, render_scene
 from sugar.world.scene import COLOURS, RELATIONS, SHAPES, SIZES, Combo, Scene
@@ -430,12 +431,8 @@ def plan_world(
 
 
 def _write_atomic(path: Path, content: bytes) -> None:
-    """Write to a temporary sibling and rename it into place: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(content)
-    os.replace(tmp, path)
+    # World files are regenerated from the seed on demand: atomic, but no fsync per image.
+    atomic_write_bytes(path, content, durable=False)
 
 
 def _apply(call: tuple[Callable[..., Any], tuple[Any, ...]]) -> Any:
