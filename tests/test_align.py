@@ -329,7 +329,6 @@ def test_input_errors_name_the_argument() -> None:
         gak_matrix(x, torch.tensor([1, 2]), sigma=1.0, kernel=TripleKernel(expert_dim=2), x_modality=torch.zeros(2, 2))
 
 
-@pytest.mark.slow
 def test_large_batch_runs_within_four_gigabytes() -> None:
     """B = 2048 sequences of up to 16 slices, D = 1536: the whole process stays under 4 GiB."""
     import subprocess

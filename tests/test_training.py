@@ -119,7 +119,6 @@ def run_cli(arguments: list[str]) -> subprocess.Popen[bytes]:
     )
 
 
-@pytest.mark.slow
 def test_sigkilled_run_resumes_to_identical_weights(world: Path, teachers: Path, tmp_path: Path) -> None:
     steps = ["stage=sugar", "steps=12", "checkpoint_every=3", "alpha=1.0"]
     reference = run_cli(overrides(world, teachers, tmp_path / "reference") + steps)
