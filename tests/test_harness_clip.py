@@ -29,25 +29,9 @@ from sugar.eval.harness import (
 )
 from sugar.eval.metrics import recall_at_k
 from sugar.models import SugarModel
+from tiny_model import tiny_model_config
 
-TINY: dict[str, Any] = {
-    "vision_tower": "patch",
-    "image_size": 32,
-    "patch_size": 8,
-    "patch_dim": 16,
-    "projector_hidden": [32],
-    "head_hidden": [32],
-    "head_dim": 16,
-    "max_length": 64,
-    "lm_config": {
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "num_key_value_heads": 2,
-        "max_position_embeddings": 128,
-    },
-}
+TINY = tiny_model_config()
 KS = (1, 5, 10)
 Captions = tuple[list[CaptionedImage], list[CaptionedImage]]  # every caption record, and the test split
 # Scores closer than this may swap places between two float32 passes over differently composed batches.

@@ -34,6 +34,7 @@ from sugar.eval.harness.lmms_adapter import (
     register_with_lmms_eval,
 )
 from sugar.models import SugarModel
+from tiny_model import tiny_model_config
 
 CORPUS = [
     "A red circle is left of a blue square. It is small.",
@@ -42,24 +43,7 @@ CORPUS = [
     "Is there a star in the picture? Answer: yes no",
     "Look at the first picture and the second picture. What changed?",
 ]
-TINY: dict[str, Any] = {
-    "vision_tower": "patch",
-    "image_size": 32,
-    "patch_size": 8,
-    "patch_dim": 16,
-    "projector_hidden": [32],
-    "head_hidden": [32],
-    "head_dim": 16,
-    "max_length": 64,
-    "lm_config": {
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "num_key_value_heads": 2,
-        "max_position_embeddings": 128,
-    },
-}
+TINY = tiny_model_config()
 TASK, SPLIT = "world_qa", "test"
 
 

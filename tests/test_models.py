@@ -9,6 +9,7 @@ from PIL import Image
 
 from sugar.data import Document, ImageRef
 from sugar.models import IGNORE_INDEX, ProcessedBatch, SugarConfig, SugarModel, preset_config
+from tiny_model import tiny_model_config
 
 CORPUS = [
     "A red circle is left of a blue square. It is small.",
@@ -17,24 +18,7 @@ CORPUS = [
     "The story goes on. Then a big purple square appears.",
 ]
 
-SMALL = {
-    "vision_tower": "patch",
-    "image_size": 32,
-    "patch_size": 8,
-    "patch_dim": 16,
-    "projector_hidden": [32],
-    "head_hidden": [32],
-    "head_dim": 16,
-    "max_length": 64,
-    "lm_config": {
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "num_key_value_heads": 2,
-        "max_position_embeddings": 128,
-    },
-}
+SMALL = tiny_model_config()
 
 
 def small_model(**overrides: object) -> SugarModel:

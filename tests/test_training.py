@@ -17,25 +17,9 @@ import torch
 from safetensors.torch import load_file
 
 from sugar.train.config import TrainConfig, load_config
+from tiny_model import tiny_model_config
 
-TINY_MODEL = {
-    "vision_tower": "patch",
-    "image_size": 32,
-    "patch_size": 8,
-    "patch_dim": 16,
-    "projector_hidden": [32],
-    "head_hidden": [32],
-    "head_dim": 16,
-    "max_length": 256,
-    "lm_config": {
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "num_key_value_heads": 2,
-        "max_position_embeddings": 256,
-    },
-}
+TINY_MODEL = tiny_model_config(256)
 
 
 @pytest.fixture(scope="module")
