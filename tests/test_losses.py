@@ -76,12 +76,22 @@ def test_mean_structure_ignores_order_but_gak_does_not() -> None:
     assert mean[0, 1].item() == pytest.approx((1 + 1 + 2 * k_far) / 4)
 
 
-def test_soft_infonce_with_identity_targets_is_ordinary_infonce() -> None:
+def test_soft_infonce_is_the_row_kl_between_tempered_softmaxes() -> None:
     generator = torch.Generator().manual_seed(1)
     embeddings = torch.nn.functional.normalize(torch.randn(5, 4, generator=generator), dim=-1)
-    logits = embeddings @ embeddings.T / 0.1
-    expected = torch.nn.functional.cross_entropy(logits, torch.arange(5))
-    assert soft_infonce_loss(embeddings, torch.eye(5), temperature=0.1).item() == pytest.approx(expected.item(), rel=1e-6)
+    targets = torch.rand(5, 5, generator=generator)
+    targets = (targets + targets.T) / 2
+    teacher = torch.softmax(targets / 0.1, dim=1)
+    model = torch.softmax(embeddings @ embeddings.T / 0.1, dim=1)
+    expected = (teacher * (teacher.log() - model.log())).sum(1).mean()
+    assert soft_infonce_loss(embeddings, targets, temperature=0.1).item() == pytest.approx(expected.item(), rel=1e-5)
+    # zero exactly at the target structure, whatever the temperature; a shifted row changes nothing
+    cosines = embeddings @ embeddings.T
+    assert soft_infonce_loss(embeddings, cosines, temperature=0.05).item() == pytest.approx(0.0, abs=1e-6)
+    assert soft_infonce_loss(embeddings, cosines + 0.3, temperature=0.05).item() == pytest.approx(0.0, abs=1e-6)
+    # a collapsed embedding is penalised against a structured target
+    collapsed = torch.nn.functional.normalize(torch.ones(5, 4), dim=-1)
+    assert soft_infonce_loss(collapsed, torch.eye(5), temperature=0.1).item() > 1.0
 
 
 def test_loss_gradient_moves_similarities_towards_targets() -> None:

@@ -117,9 +117,16 @@ def discriminative_loss(embeddings: Tensor, targets: Tensor, mapping: Similarity
 
 
 def soft_infonce_loss(embeddings: Tensor, targets: Tensor, temperature: float = 0.05) -> Tensor:
-    """InfoNCE with the teacher matrix as soft labels: each row's targets, normalised to sum to 1,
-    against the softmax of the model's cosines over the batch (our variant, method.md section 7)."""
-    logits = (embeddings @ embeddings.T) / temperature
-    labels = targets.to(embeddings.dtype)
-    labels = labels / labels.sum(dim=1, keepdim=True)
-    return -(labels * torch.log_softmax(logits, dim=1)).sum(dim=1).mean()
+    """InfoNCE with the teacher matrix as soft labels (our variant, method.md section 7): per row,
+    KL(softmax(M_l / t) || softmax(M_r / t)), averaged over rows.
+
+    Both sides share the temperature, so, like the MSE, the loss is zero exactly when the model's
+    cosines reproduce the targets (up to a constant per row). Normalising the raw targets to sum
+    to one instead would spread most of each row's mass over the many unrelated prefixes (each
+    around 0.2) and reward collapsed embeddings.
+    """
+    if targets.shape != (embeddings.shape[0], embeddings.shape[0]):
+        raise ValueError(f"targets must be ({embeddings.shape[0]}, {embeddings.shape[0]}), got {tuple(targets.shape)}")
+    model_log_p = torch.log_softmax((embeddings @ embeddings.T) / temperature, dim=1)
+    teacher_log_p = torch.log_softmax(targets.to(embeddings.dtype) / temperature, dim=1)
+    return (teacher_log_p.exp() * (teacher_log_p - model_log_p)).sum(dim=1).mean()
