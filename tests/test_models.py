@@ -245,6 +245,18 @@ def test_save_load_round_trip(tmp_path, monkeypatch) -> None:
         assert torch.equal(value, loaded.state_dict()[key]), key
 
 
+def test_reload_with_other_image_pooling_changes_only_image_embeddings(tmp_path) -> None:
+    model = small_model()
+    model.save_pretrained(tmp_path / "saved")
+    last = SugarModel.from_pretrained(tmp_path / "saved", image_pooling="last").eval()
+    assert last.config.image_pooling == "last" and model.config.image_pooling == "mean"
+    text = [["A red circle is left of a blue square."]]
+    torch.testing.assert_close(last.encode(text), model.eval().encode(text), atol=0, rtol=0)
+    assert not torch.allclose(last.encode([[image(0)]]), model.encode([[image(0)]]))
+    with pytest.raises(ValueError, match="cannot override architecture fields"):
+        SugarModel.from_pretrained(tmp_path / "saved", head_dim=7)
+
+
 def test_save_load_with_lora(tmp_path) -> None:
     model = small_model(lora_r=4, lora_alpha=8.0)
     lm_trainable = [n for n, p in model.backbone.lm.named_parameters() if p.requires_grad]
