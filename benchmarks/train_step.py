@@ -43,10 +43,11 @@ def main() -> None:
     generative_config = replace(sugar_config, stage="base")
     world = Path(args.world)
     pools = load_world_examples(world, "train", [k for k, v in sugar_config.mix.items() if v])
-    model = build_model(sugar_config, tokenizer_corpus(world))
+    model = build_model(sugar_config, lambda: tokenizer_corpus(world))
     teacher = SliceTeacher(TeacherSuite.load(args.teachers), sugar_config.teacher_kernel)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    stream = BatchStream(pools, sugar_config.mix, sugar_config.seed)
+    paired = ("captions",) if sugar_config.paired_captions else ()
+    stream = BatchStream(pools, sugar_config.mix, sugar_config.seed, paired=paired)
     batches = [stream.batch(step) for step in range(args.batches)]
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, batch {sugar_config.batch_size} documents")
 

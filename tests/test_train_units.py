@@ -51,6 +51,26 @@ def test_caption_examples_alternate_order_and_caption() -> None:
     assert len(views) == 4
 
 
+def test_paired_captions_put_both_orders_of_one_caption_in_the_batch() -> None:
+    examples = caption_examples([(Path(f"{i}.png"), [f"a{i}.", f"b{i}."], f"c{i}") for i in range(6)])
+    stream = BatchStream({"captions": examples}, {"captions": 4}, seed=0, paired=("captions",))
+    for step in range(6):
+        batch = stream.batch(step)
+        assert len(batch) == 4 and len(set(ids(batch))) == 2
+        for first, second in (batch[0:2], batch[2:4]):
+            assert first[0] is second[0]
+            image, caption = first[1]
+            assert isinstance(image, Path) and second[1] == (caption, image)
+            assert first[2] == (1,) and second[2] == (0,)
+    # one epoch is three batches of two items: each of the six items appears once
+    assert sorted(i for step in range(3) for i in ids(stream.batch(step))[::2]) == sorted(f"c{i}" for i in range(6))
+    with pytest.raises(ValueError, match="must be even"):
+        BatchStream({"captions": examples}, {"captions": 3}, seed=0, paired=("captions",))
+    with pytest.raises(ValueError, match="mix.captions must be even"):
+        load_config(None, ["mix={captions: 3, vqa: 2}"])
+    assert load_config(None, ["mix={captions: 3, vqa: 2}", "paired_captions=false"]).mix["captions"] == 3
+
+
 def test_cut_points_always_include_the_last_slice() -> None:
     cuts = sample_cut_points([1, 2, 6, 6], 3, [0, 1, 2, 3])
     assert cuts[0] == [0] and cuts[1] == [0, 1]

@@ -86,6 +86,26 @@ def test_short_runs_lower_both_losses(world: Path, teachers: Path, tmp_path: Pat
     assert (tmp_path / "sugar" / "tensorboard").is_dir()
 
 
+def test_rag_and_webqa_examples_put_the_answer_after_its_context(world: Path) -> None:
+    from sugar.data import load_interleaved
+    from sugar.train.examples import load_world_examples
+
+    pools = load_world_examples(world, "train", ["rag", "webqa"])
+    knowledge_base = {d.id: d for d in load_interleaved(world / "rag" / "kb.jsonl", world)}
+    assert pools["rag"] and pools["webqa"]
+    for example in pools["rag"][:20]:
+        # gold document first (image + text), then the question's image and text, then the answer
+        assert isinstance(example.segments[0], Path) and example.segments[0].parent.name == "images"
+        [target] = example.targets
+        assert target == len(example.segments) - 1 and isinstance(example.segments[target], str)
+        assert any(example.segments[1] == text for d in knowledge_base.values() for text in d.texts)
+    for example in pools["webqa"][:20]:
+        assert sum(isinstance(s, Path) for s in example.segments) == 6
+        assert example.targets == (len(example.segments) - 1,) and example.segments[-2].endswith("?")
+    with pytest.raises(ValueError, match="mix must map"):
+        load_config(None, ["mix={captions: 2, pictures: 1}"])
+
+
 def test_existing_checkpoints_need_resume(world: Path, teachers: Path, tmp_path: Path) -> None:
     from sugar.train.recipe import train
 

@@ -9,6 +9,9 @@ from typing import Any, Literal
 
 import yaml
 
+# what a training batch can mix (sugar.train.examples builds each kind from the world's files)
+MIX_KINDS = ("captions", "stories", "vqa", "rag", "webqa")
+
 
 @dataclass
 class TrainConfig:
@@ -30,6 +33,10 @@ class TrainConfig:
     teachers: str | None = "runs/demo/teachers"
     mix: dict[str, int] = field(default_factory=lambda: {"captions": 8, "stories": 4, "vqa": 4})
     max_length: int = 256
+    # Each caption item enters a batch in both orders (image -> caption, caption -> image), so
+    # L_d sees matched image/text prefixes; the mix's caption count must then be even.
+    paired_captions: bool = True
+    max_caption_images: int | None = None  # the first N caption images only (those the teacher fit read)
 
     # optimisation
     steps: int = 300
@@ -65,11 +72,15 @@ class TrainConfig:
     def validate(self) -> None:
         if self.stage not in ("base", "sugar"):
             raise ValueError(f"stage must be 'base' or 'sugar', got {self.stage!r}")
-        unknown = set(self.mix) - {"captions", "stories", "vqa"}
+        unknown = set(self.mix) - set(MIX_KINDS)
         if unknown or not self.mix or any(v < 0 for v in self.mix.values()) or self.batch_size == 0:
             raise ValueError(
-                f"mix must map some of captions / stories / vqa to non-negative counts with a positive sum, got {self.mix}"
+                f"mix must map some of {' / '.join(MIX_KINDS)} to non-negative counts with a positive sum, got {self.mix}"
             )
+        if self.paired_captions and self.mix.get("captions", 0) % 2:
+            raise ValueError(f"paired_captions draws captions in pairs of orders: mix.captions must be even, got {self.mix['captions']}")
+        if self.max_caption_images is not None and self.max_caption_images < 1:
+            raise ValueError(f"max_caption_images must be >= 1 or null, got {self.max_caption_images}")
         for name in ("steps", "gradient_accumulation", "prefixes_per_document", "log_every", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

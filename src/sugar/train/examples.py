@@ -2,18 +2,20 @@
 
 captions: one example per image (COCO Karpathy JSON), alternating image->caption and
 caption->image forms; stories: the interleaved document, loss on every sentence; vqa: the LLaVA
-conversation as a document, loss on the answers only.
+conversation as a document, loss on the answers only; rag: a knowledge-base question after its
+gold document, laid out as retrieval-augmented generation lays it out, loss on the answer;
+webqa: six image-text sources then a question about one of them, loss on the answer.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from sugar.data import Conversation, ImageRef, load_coco_karpathy, load_interleaved, load_llava_conversations
+from sugar.data import Conversation, Document, ImageRef, load_coco_karpathy, load_interleaved, load_llava_conversations
 from sugar.train.mixture import Segment, TrainingExample, caption_examples
 
 IMAGE_TOKEN = "<image>"
-KINDS = ("captions", "stories", "vqa")
+KINDS = ("captions", "stories", "vqa", "rag", "webqa")
 
 
 def _path_of(image: ImageRef) -> Segment:
@@ -39,7 +41,36 @@ def conversation_example(conversation: Conversation) -> TrainingExample:
     return TrainingExample(tuple(segments), tuple(targets), "vqa", conversation.id)
 
 
-def load_world_examples(world: Path, split: str, kinds: list[str]) -> dict[str, list[TrainingExample]]:
+def _document_segments(document: Document) -> list[Segment]:
+    return [_path_of(s) if isinstance(s, ImageRef) else s for s in document.segments]
+
+
+def rag_example(question: Conversation, knowledge_base: dict[str, Document]) -> TrainingExample:
+    """The question answered with its first gold document in context (`augmented_prompt`'s layout
+    for one retrieved document), so the model learns to read what it retrieves."""
+    gold = question.meta.get("gold_doc_ids")
+    if not isinstance(gold, list) or not gold or gold[0] not in knowledge_base:
+        raise ValueError(f"RAG question {question.id}: 'gold_doc_ids' must name a knowledge-base document, got {gold!r}")
+    asked = conversation_example(question)
+    context = _document_segments(knowledge_base[gold[0]])
+    targets = tuple(len(context) + t for t in asked.targets)
+    return TrainingExample((*context, *asked.segments), targets, "rag", question.id)
+
+
+def webqa_example(item: Document) -> TrainingExample:
+    question, answer = item.meta.get("question"), item.meta.get("answer")
+    if not isinstance(question, str) or not isinstance(answer, str):
+        raise ValueError(f"WebQA item {item.id}: meta needs 'question' and 'answer' strings")
+    segments = [*_document_segments(item), question, answer]
+    return TrainingExample(tuple(segments), (len(segments) - 1,), "webqa", item.id)
+
+
+def load_world_examples(
+    world: Path, split: str, kinds: list[str], max_caption_images: int | None = None
+) -> dict[str, list[TrainingExample]]:
+    """The training pools by kind. `max_caption_images` keeps the first N caption images in file
+    order: the same images `sugar teachers fit --max-train-images N` reads, whose teacher features
+    are then already cached."""
     unknown = set(kinds) - set(KINDS)
     if unknown:
         raise ValueError(f"unknown training data kind(s) {sorted(unknown)}; known: {list(KINDS)}")
@@ -48,6 +79,8 @@ def load_world_examples(world: Path, split: str, kinds: list[str]) -> dict[str, 
     pools: dict[str, list[TrainingExample]] = {}
     if "captions" in kinds:
         records = load_coco_karpathy(world / "captions" / "dataset_coco.json", world, split=split)
+        if max_caption_images is not None:
+            records = records[:max_caption_images]
         pools["captions"] = caption_examples([(_path_of(r.image), r.captions, r.image_id) for r in records])
     if "stories" in kinds:
         stories = []
@@ -59,6 +92,12 @@ def load_world_examples(world: Path, split: str, kinds: list[str]) -> dict[str, 
     if "vqa" in kinds:
         conversations = load_llava_conversations(world / "instruct" / f"{split}.json", world)
         pools["vqa"] = [conversation_example(c) for c in conversations]
+    if "rag" in kinds:
+        knowledge_base = {d.id: d for d in load_interleaved(world / "rag" / "kb.jsonl", world)}
+        questions = load_llava_conversations(world / "rag" / f"questions_{split}.json", world)
+        pools["rag"] = [rag_example(q, knowledge_base) for q in questions]
+    if "webqa" in kinds:
+        pools["webqa"] = [webqa_example(item) for item in load_interleaved(world / "webqa" / f"{split}.jsonl", world)]
     return pools
 
 
@@ -71,9 +110,6 @@ def tokenizer_corpus(world: Path) -> list[str]:
             for segments, _ in example.alternates or ((example.segments, example.targets),):
                 texts.extend(s for s in segments if isinstance(s, str))
     kb = world / "rag" / "kb.jsonl"
-    if kb.is_file():
+    if kb.is_file():  # every document may be retrieved at test time, not only the training ones
         texts.extend(t for d in load_interleaved(kb, world) for t in d.texts)
-    questions = world / "rag" / "questions_train.json"
-    if questions.is_file():
-        texts.extend(text for c in load_llava_conversations(questions, world) for _, text in c.turns)
     return [t.replace(IMAGE_TOKEN, " ") for t in texts]

@@ -37,6 +37,14 @@ class TrainingExample:
         digest = hashlib.sha256(f"{seed}:{epoch}:{self.id}".encode()).digest()
         return self.alternates[int.from_bytes(digest[:8], "little") % len(self.alternates)]
 
+    def both_orders(self, seed: int, epoch: int) -> list[tuple[tuple[Segment, ...], tuple[int, ...]]]:
+        """One caption (chosen by hashing) in both orders: image -> caption and caption -> image."""
+        if self.kind != "captions" or len(self.alternates) < 2 or len(self.alternates) % 2:
+            raise ValueError(f"example {self.id!r} ({self.kind}) has no paired image/caption orders")
+        digest = hashlib.sha256(f"{seed}:{epoch}:{self.id}:pair".encode()).digest()
+        caption = int.from_bytes(digest[:8], "little") % (len(self.alternates) // 2)
+        return [self.alternates[2 * caption], self.alternates[2 * caption + 1]]
+
 
 def caption_examples(records: Sequence[tuple[Path, Sequence[str], str]]) -> list[TrainingExample]:
     """(image path, captions, id) -> one example per image; each epoch picks one caption and
@@ -56,15 +64,29 @@ def caption_examples(records: Sequence[tuple[Path, Sequence[str], str]]) -> list
 
 class BatchStream:
     """Fixed counts of each kind per process per micro-batch, drawn without replacement from a
-    per-epoch permutation of each pool."""
+    per-epoch permutation of each pool.
 
-    def __init__(self, pools: dict[str, Sequence[TrainingExample]], counts: dict[str, int], seed: int) -> None:
+    A kind in `paired` (captions) fills its count with half as many items, each in both orders,
+    so an image and its caption meet in the batch as separate documents: the discriminative loss
+    then sees matched image/text prefixes, not only unrelated ones.
+    """
+
+    def __init__(
+        self,
+        pools: dict[str, Sequence[TrainingExample]],
+        counts: dict[str, int],
+        seed: int,
+        paired: Sequence[str] = (),
+    ) -> None:
         for kind, count in counts.items():
             if count and not pools.get(kind):
                 raise ValueError(f"the mix asks for {count} {kind!r} examples per batch, but there are none")
+            if kind in paired and count % 2:
+                raise ValueError(f"{kind!r} is drawn in pairs of orders: its count in the mix must be even, got {count}")
         self.pools = pools
         self.counts = {kind: count for kind, count in counts.items() if count > 0}
         self.seed = seed
+        self.paired = frozenset(paired)
         self._permutations: dict[tuple[str, int], np.ndarray] = {}
 
     def _permutation(self, kind: str, epoch: int) -> np.ndarray:
@@ -79,13 +101,15 @@ class BatchStream:
     def batch(self, step: int, rank: int = 0, world_size: int = 1) -> list[tuple[TrainingExample, tuple[Segment, ...], tuple[int, ...]]]:
         """This process's share of global micro-batch `step`: (example, segments, targets)."""
         out = []
-        for kind, count in self.counts.items():
+        for kind, documents in self.counts.items():
             pool = self.pools[kind]
+            paired = kind in self.paired
+            count = documents // 2 if paired else documents
             global_count = count * world_size
             for offset in range(rank * count, (rank + 1) * count):
                 position = step * global_count + offset
                 epoch, index = divmod(position, len(pool))
                 example = pool[int(self._permutation(kind, epoch)[index])]
-                segments, targets = example.view(self.seed, epoch)
-                out.append((example, segments, targets))
+                views = example.both_orders(self.seed, epoch) if paired else [example.view(self.seed, epoch)]
+                out.extend((example, segments, targets) for segments, targets in views)
         return out

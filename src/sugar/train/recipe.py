@@ -16,7 +16,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -198,18 +198,24 @@ class RunLog:
             self.writer.close()
 
 
-def build_model(config: TrainConfig, corpus: list[str]) -> Any:
+def build_model(config: TrainConfig, corpus: Callable[[], list[str]]) -> Any:
+    """`corpus` is called only for a fresh preset: a saved model or LLaVA brings its own tokenizer."""
     from sugar.models import SugarModel
 
     cache = {} if config.vision_cache_dir is None else {"vision_cache_dir": config.vision_cache_dir}
     if config.init_from is not None:
-        model = SugarModel.from_pretrained(config.init_from, **cache)
+        from sugar.models.modeling import RELOAD_OVERRIDES
+
+        # a saved model keeps its architecture: of model_overrides, only the fields that change no
+        # weight (e.g. image_pooling) apply to it
+        reload = {k: v for k, v in config.model_overrides.items() if k in RELOAD_OVERRIDES}
+        model = SugarModel.from_pretrained(config.init_from, **{**reload, **cache})
     elif config.model == "llava":
         if config.model_path is None:
             raise ValueError("model: llava needs model_path (a local folder or hub id)")
         model = SugarModel.from_llava(config.model_path, **{**config.model_overrides, **cache})
     else:
-        model = SugarModel.from_preset(config.model, tokenizer_corpus=corpus, **{**config.model_overrides, **cache})
+        model = SugarModel.from_preset(config.model, tokenizer_corpus=corpus(), **{**config.model_overrides, **cache})
     if config.lora:
         model.enable_lora(r=config.lora_r, alpha=config.lora_alpha)
     if config.stage == "base":
@@ -235,8 +241,11 @@ def train(config: TrainConfig, resume: bool = False, show_progress: bool | None 
     checkpoints = output_dir / "checkpoints"
     final_dir = output_dir / "model"
 
-    pools = load_world_examples(Path(config.world), split="train", kinds=[k for k, v in config.mix.items() if v])
-    model = build_model(config, tokenizer_corpus(Path(config.world)))
+    pools = load_world_examples(
+        Path(config.world), split="train", kinds=[k for k, v in config.mix.items() if v],
+        max_caption_images=config.max_caption_images,
+    )
+    model = build_model(config, lambda: tokenizer_corpus(Path(config.world)))
     processor = model.processor
     teacher = None
     if config.stage == "sugar":
@@ -255,7 +264,7 @@ def train(config: TrainConfig, resume: bool = False, show_progress: bool | None 
     # The scheduler is stepped by hand once per optimizer step: accelerate's wrapper would step
     # it once per process, changing the schedule with the number of processes.
     model, optimizer = accelerator.prepare(model, optimizer)
-    stream = BatchStream(pools, config.mix, config.seed)
+    stream = BatchStream(pools, config.mix, config.seed, paired=("captions",) if config.paired_captions else ())
 
     start_step = 0
     if resume and (path := latest_checkpoint(checkpoints)) is not None:
