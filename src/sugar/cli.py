@@ -19,6 +19,7 @@ COMMAND_MODULES: dict[str, str] = {
     "index": "sugar.retrieval.cli",
     "generate": "sugar.retrieval.cli",
     "demo": "sugar.demo",
+    "ablate": "sugar.ablate",
     "eval": "sugar.eval.cli",
 }
 

@@ -1,0 +1,405 @@
+"""`sugar ablate`: the paper's ablation study at small scale, every row with the same budget and seeds.
+
+    sugar ablate --seeds 3                 # runs/ablation/seed{0,1,2}, then results/ablation.{md,json,png}
+    sugar ablate --seeds 3 --steps 120     # a smaller sugar-stage budget for every row
+
+Each seed is one demo folder (its own world, teachers and base model, `sugar.demo`). Every
+variant continues the same base model for the same steps and is scored by the same benchmarks
+(`sugar.eval.suite`), so a row differs from "sugar" in exactly one thing. Finished trainings and
+evaluations are reused on a re-run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sugar.fileio import atomic_write_bytes, atomic_write_text
+
+# variant -> TrainConfig overrides of the sugar stage ("base" is the base model itself)
+VARIANTS: dict[str, list[str]] = {
+    "sugar": [],
+    "no_gak": ["target_structure=mean"],
+    "no_triple": ["teacher_kernel=cross"],
+    "last_token": ["model_overrides.image_pooling=last"],
+    "ld_only": ["use_generative_loss=false"],
+    "infonce": ["discriminative_loss=infonce"],
+}
+ROWS: tuple[str, ...] = ("base", *VARIANTS)
+DESCRIPTIONS: dict[str, str] = {
+    "base": "L_g only (stage 1); retrieval head untrained: a floor, not a rival",
+    "sugar": "L_g + alpha * L_d, GAK targets over the Triple Kernel, mean image pooling",
+    "no_gak": "target = mean local kernel over all slice pairs (no alignment)",
+    "no_triple": "cross-modal teacher only (no same-modality experts)",
+    "last_token": "an image is its last visual token instead of the mean",
+    "ld_only": "L_d only, no generative loss",
+    "infonce": "KL between tempered softmaxes of M_r and M_l instead of the MSE",
+    "teacher": "the CLIP-style cross-modal teacher (LiT heads on frozen experts)",
+}
+# benchmark -> item limit (None: every item); qa counts VQA and POPE questions per type
+BENCH_LIMITS: dict[str, int | None] = {"retrieval": None, "interleaved": None, "winoground": None, "qa": 100, "rag": 40}
+# column -> path into one model's results; the teacher row reads the "teacher" entry where one exists
+METRICS: dict[str, tuple[str, ...]] = {
+    "T->I R@5": ("retrieval", "t2i", "r@5"),
+    "I->T R@5": ("retrieval", "i2t", "r@5"),
+    "VIST R@5": ("interleaved", "captions_and_images", "r@5"),
+    "Wino text": ("winoground", "text"),
+    "Wino image": ("winoground", "image"),
+    "Wino group": ("winoground", "group"),
+    "VQA acc": ("qa", "vqa", "accuracy"),
+    "POPE F1": ("qa", "pope", "average", "f1"),
+    "RAG none": ("rag", "rows", "no_retrieval", "contains_answer"),
+    "RAG self k=1": ("rag", "rows", "self_k1", "contains_answer"),
+    "RAG teacher k=1": ("rag", "rows", "teacher_k1", "contains_answer"),
+    "RAG self hit@1": ("rag", "retrieval", "self", "hit@1"),
+}
+TEACHER_METRICS = ("T->I R@5", "I->T R@5", "VIST R@5", "Wino text", "Wino image", "Wino group")
+
+
+@dataclass
+class AblationSettings:
+    out: Path = Path("runs/ablation")
+    results: Path = Path("results")
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    variants: list[str] = field(default_factory=lambda: list(VARIANTS))
+    steps: int | None = None  # sugar-stage steps of every variant (None: the demo's)
+    scale: str = "default"  # world size of every seed
+    base_steps: int | None = None  # None: the demo's
+    overrides: list[str] = field(default_factory=list)  # TrainConfig overrides of every stage
+    limits: dict[str, int | None] = field(default_factory=lambda: dict(BENCH_LIMITS))
+    progress: bool = True
+    command: str = ""
+
+
+def _dig(results: dict[str, Any], path: tuple[str, ...]) -> float | None:
+    node: Any = results
+    for key in path:
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return float(node) if isinstance(node, (int, float)) else None
+
+
+def teacher_results(results: dict[str, Any]) -> dict[str, Any]:
+    """The teacher's entries of a model's results, re-rooted so METRICS paths read them."""
+    return {bench: value["teacher"] for bench, value in results.items() if isinstance(value, dict) and "teacher" in value}
+
+
+def evaluate_variant(model_dir: Path, demo: Any, limits: dict[str, int | None], progress: bool) -> dict[str, Any]:
+    from sugar.eval.suite import run_benchmarks
+    from sugar.models import SugarModel
+    from sugar.teachers import TeacherSuite
+
+    model = SugarModel.from_pretrained(model_dir, vision_cache_dir=str(demo.out / "vision-cache"))
+    teachers = TeacherSuite.load(demo.out / "teachers")
+    results: dict[str, Any] = {}
+    for bench, limit in limits.items():
+        # `limit=0` is "every item" for run_benchmarks
+        found = run_benchmarks(
+            model, demo.out / "world", [bench], teachers_dir=teachers, limit=0 if limit is None else limit,
+            show_progress=progress,
+        )
+        results[bench] = found[bench]
+    return results
+
+
+def row_folder(row: str, tag: str) -> str:
+    return f"sugar{tag}" if row == "sugar" else f"sugar-{row}{tag}"
+
+
+def run_seed(settings: AblationSettings, seed: int) -> dict[str, dict[str, Any]]:
+    """Train and evaluate every row for one seed; {row: results}."""
+    from sugar.demo import DemoSettings, StageClock, prepare_models, train_stage
+
+    demo = DemoSettings(
+        out=settings.out / f"seed{seed}", seed=seed, scale=settings.scale, base_steps=settings.base_steps,
+        sugar_steps=settings.steps, overrides=list(settings.overrides), progress=settings.progress,
+    )
+    clock = StageClock(demo.out)
+    # With the demo's budget the sugar row is the demo's own sugar stage; another budget gets
+    # its own folders, so rows of different budgets never mix.
+    tag = "" if settings.steps is None else f"-{settings.steps}steps"
+    prepare_models(demo, clock, with_sugar=not tag)
+    base = demo.out / "base" / "model"
+    found: dict[str, dict[str, Any]] = {}
+    for row in ["base", *settings.variants]:
+        path = demo.out / f"ablation{tag}" / f"{row}.json"
+        if path.is_file():
+            found[row] = json.loads(path.read_text())
+            continue
+        if row == "base":
+            model_dir = base
+        else:
+            folder = row_folder(row, tag)
+            extra = [f"init_from={base}", *VARIANTS[row]]
+            model_dir = clock(f"train {folder}", lambda: train_stage(demo, "sugar", extra, folder=folder))
+        started = time.perf_counter()
+        found[row] = evaluate_variant(model_dir, demo, settings.limits, settings.progress)
+        found[row]["evaluation_seconds"] = round(time.perf_counter() - started, 1)
+        atomic_write_text(path, json.dumps(found[row], indent=2))
+    return found
+
+
+def summarise(per_seed: dict[int, dict[str, dict[str, Any]]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """{row: {metric: {mean, std, values}}} over seeds; the teacher row from the sugar runs."""
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for results in per_seed.values():
+        for row, value in results.items():
+            rows.setdefault(row, []).append(value)
+        if "sugar" in results:
+            rows.setdefault("teacher", []).append(teacher_results(results["sugar"]))
+    summary: dict[str, dict[str, dict[str, Any]]] = {}
+    for row, seed_results in rows.items():
+        summary[row] = {}
+        for metric, path in METRICS.items():
+            if row == "teacher" and metric not in TEACHER_METRICS:
+                continue
+            values = [v for v in (_dig(r, path) for r in seed_results) if v is not None]
+            if not values:
+                continue
+            mean = sum(values) / len(values)
+            std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+            summary[row][metric] = {"mean": mean, "std": std, "values": values}
+    return summary
+
+
+def _mean(summary: dict[str, Any], row: str, metric: str) -> float | None:
+    cell = summary.get(row, {}).get(metric)
+    return None if cell is None else cell["mean"]
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}"
+
+
+def claims(summary: dict[str, dict[str, dict[str, Any]]]) -> list[tuple[str, str, str]]:
+    """The paper's claims checked on the means: (claim, verdict, evidence)."""
+    out: list[tuple[str, str, str]] = []
+
+    def verdict(ok: bool | None) -> str:
+        return "n/a" if ok is None else ("holds" if ok else "does not hold")
+
+    def compare(a: str, b: str, metric: str) -> tuple[bool | None, str]:
+        x, y = _mean(summary, a, metric), _mean(summary, b, metric)
+        ok = None if x is None or y is None else x > y
+        return ok, f"{metric}: {a} {_pct(x)} vs {b} {_pct(y)}"
+
+    ok1, text1 = compare("sugar", "base", "Wino group")
+    ok2, text2 = compare("sugar", "base", "VIST R@5")
+    both = None if ok1 is None or ok2 is None else ok1 and ok2
+    out.append(("(1) Sugar beats base on Winoground group and VIST R@5", verdict(both), f"{text1}; {text2}"))
+
+    def largest_drop(metric: str) -> tuple[str | None, str]:
+        reference = _mean(summary, "sugar", metric)
+        drops = {
+            row: reference - value
+            for row in ("no_gak", "no_triple", "last_token")
+            if reference is not None and (value := _mean(summary, row, metric)) is not None
+        }
+        if not drops:
+            return None, "n/a"
+        text = ", ".join(f"{row} {100 * drop:+.1f}" for row, drop in drops.items())
+        return max(drops, key=lambda row: drops[row]), f"drop of {metric} from sugar ({_pct(reference)}): {text}"
+
+    for number, metric, row in ((2, "VIST R@5", "no_gak"), (3, "Wino image", "no_triple"), (4, "T->I R@5", "last_token")):
+        worst, text = largest_drop(metric)
+        label = {"no_gak": "GAK", "no_triple": "the Triple Kernel", "last_token": "average pooling"}[row]
+        out.append(
+            (f"({number}) removing {label} hurts {metric} most", verdict(None if worst is None else worst == row), text)
+        )
+
+    none, self1, teacher1 = (_mean(summary, "sugar", m) for m in ("RAG none", "RAG self k=1", "RAG teacher k=1"))
+    ok5 = None if None in (none, self1, teacher1) else self1 > none and self1 >= teacher1  # type: ignore[operator]
+    out.append(
+        (
+            "(5) self-retrieval RAG beats no retrieval and matches or beats the teacher retriever",
+            verdict(ok5),
+            f"answer contained: none {_pct(none)}, self k=1 {_pct(self1)}, teacher k=1 {_pct(teacher1)}",
+        )
+    )
+    deltas = []
+    for metric in ("VQA acc", "POPE F1"):
+        s, b = _mean(summary, "sugar", metric), _mean(summary, "base", metric)
+        if s is not None and b is not None:
+            deltas.append(f"{metric} {_pct(b)} -> {_pct(s)} ({100 * (s - b):+.1f})")
+    out.append(("(6) what joint training costs or gains in QA / POPE against base", "measured", "; ".join(deltas) or "n/a"))
+    ok7, text7 = compare("sugar", "teacher", "Wino group")
+    out.append(("(7) Sugar beats its own CLIP-style teacher on Winoground group", verdict(ok7), text7))
+    return out
+
+
+def plot(summary: dict[str, dict[str, dict[str, Any]]], path: Path) -> None:
+    """Grouped bars (mean +- std over seeds) of the retrieval and Winoground columns."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = ["T->I R@5", "VIST R@5", "Wino text", "Wino image", "Wino group", "VQA acc"]
+    rows = [row for row in (*ROWS, "teacher") if row in summary]
+    figure, axis = plt.subplots(figsize=(11, 4.2))
+    width = 0.8 / max(len(rows), 1)
+    for index, row in enumerate(rows):
+        means = [100 * summary[row].get(m, {}).get("mean", float("nan")) for m in metrics]
+        stds = [100 * summary[row].get(m, {}).get("std", 0.0) for m in metrics]
+        positions = [k + (index - (len(rows) - 1) / 2) * width for k in range(len(metrics))]
+        axis.bar(positions, means, width, yerr=stds, capsize=2, label=row)
+    axis.set_xticks(range(len(metrics)), metrics)
+    axis.set_ylabel("% (mean +- std over seeds)")
+    axis.set_title("Ablation on the embedded world (test split)")
+    axis.legend(ncol=4, fontsize=8)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    plt.close(figure)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _versions() -> dict[str, str]:
+    from sugar.demo import _versions as demo_versions
+
+    return demo_versions()
+
+
+def write_results(
+    summary: dict[str, dict[str, dict[str, Any]]], settings: AblationSettings, seconds: float, train_config: dict[str, Any]
+) -> Path:
+    out = settings.results
+    out.mkdir(parents=True, exist_ok=True)
+    checked = claims(summary)
+    record = {
+        "command": settings.command,
+        "seeds": settings.seeds,
+        "variants": {row: DESCRIPTIONS[row] for row in summary},
+        "overrides": {row: VARIANTS.get(row, []) for row in summary},
+        "benchmark_limits": settings.limits,
+        "sugar_stage_config": train_config,
+        "versions": _versions(),
+        "platform": platform.platform(),
+        "wall_time_seconds": round(seconds, 1),
+        "summary": summary,
+        "claims": [{"claim": c, "verdict": v, "evidence": e} for c, v, e in checked],
+    }
+    atomic_write_text(out / "ablation.json", json.dumps(record, indent=2))
+    plot(summary, out / "ablation.png")
+    columns = list(METRICS)
+    lines = [
+        "# Ablation on the embedded world",
+        "",
+        f"Made by `{settings.command}` with seeds {settings.seeds}: every row continues the same base model of its",
+        "seed for the same number of steps and is scored on the test split by the same benchmarks. Cells are",
+        f"mean +- std over seeds, in %. Wall time {seconds / 60:.1f} min (reused stages count as their first run).",
+        "",
+        "| row | " + " | ".join(columns) + " |",
+        "|---|" + "---|" * len(columns),
+    ]
+    for row in (*ROWS, "teacher"):
+        if row not in summary:
+            continue
+        cells = []
+        for metric in columns:
+            cell = summary[row].get(metric)
+            cells.append("" if cell is None else f"{100 * cell['mean']:.1f} +- {100 * cell['std']:.1f}")
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    lines += ["", "![ablation](ablation.png)", "", "## Rows", ""]
+    lines += [f"- **{row}**: {DESCRIPTIONS[row]}" + (f" (`{' '.join(VARIANTS[row])}`)" if VARIANTS.get(row) else "") for row in summary]
+    lines += [
+        "",
+        "## The paper's claims at this scale",
+        "",
+        "| claim | verdict | evidence |",
+        "|---|---|---|",
+        *[f"| {c} | {v} | {e} |" for c, v, e in checked],
+        "",
+        "## Setup",
+        "",
+        f"- benchmark limits (items; None = all): {settings.limits}",
+        f"- versions: {json.dumps(record['versions'])}",
+        "- RAG columns: the answer word appears in the reply (`contains_answer`); hit@1: the gold document is the",
+        "  first one retrieved. T->I / I->T: 1000 test images, 5 captions each. VIST: 5 captions + 4 images -> 5th image.",
+        "",
+    ]
+    path = out / "ablation.md"
+    atomic_write_text(path, "\n".join(lines))
+    return path
+
+
+def run_ablation(settings: AblationSettings) -> Path:
+    unknown = sorted(set(settings.variants) - set(VARIANTS))
+    if unknown:
+        raise ValueError(f"unknown variant(s) {unknown}; known: {list(VARIANTS)}")
+    if not settings.seeds:
+        raise ValueError("give at least one seed")
+    started = time.perf_counter()
+    per_seed = {seed: run_seed(settings, seed) for seed in settings.seeds}
+    tag = "" if settings.steps is None else f"-{settings.steps}steps"
+    first = settings.out / f"seed{settings.seeds[0]}" / f"sugar{tag}" / "config.json"
+    train_config = json.loads(first.read_text()) if first.is_file() else {}
+    stage_seconds = 0.0
+    for seed in settings.seeds:
+        stages_path = settings.out / f"seed{seed}" / "stages.json"
+        stages = json.loads(stages_path.read_text()) if stages_path.is_file() else {}
+        # what this ablation needed: the shared stages, then each row's training and evaluation
+        names = ["world", "teachers", "base"] + [
+            "sugar" if row == "sugar" and not tag else f"train {row_folder(row, tag)}" for row in settings.variants
+        ]
+        stage_seconds += sum(stages.get(name, 0.0) for name in names)
+        for row in ["base", *settings.variants]:
+            result = settings.out / f"seed{seed}" / f"ablation{tag}" / f"{row}.json"
+            if result.is_file():
+                stage_seconds += json.loads(result.read_text()).get("evaluation_seconds", 0.0)
+    seconds = max(stage_seconds, time.perf_counter() - started)
+    return write_results(summarise(per_seed), settings, seconds, train_config)
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "ablate",
+        help="the ablation study: base, Sugar and five variants over seeds -> results/ablation.md",
+        description=(
+            "For each seed, build (or reuse) a demo folder OUT/seedN (world, teachers, base model), continue the base "
+            "model once per variant with the same steps, evaluate every row on the test split (retrieval, VIST "
+            "interleaved retrieval, Winoground, QA / POPE, RAG) and write RESULTS/ablation.md, ablation.json and "
+            f"ablation.png with mean +- std over seeds. Variants: {', '.join(VARIANTS)}."
+        ),
+    )
+    parser.add_argument("--seeds", type=int, default=3, help="number of seeds, 0..N-1 (default 3)")
+    parser.add_argument(
+        "--seed-ids", type=int, nargs="+", metavar="N",
+        help="exactly these seeds instead (e.g. to run seeds in separate processes; a later run over all reuses them)",
+    )
+    parser.add_argument("--out", default="runs/ablation", help="folder of the per-seed runs (default runs/ablation)")
+    parser.add_argument("--results", default="results", help="where ablation.md/json/png go (default results)")
+    parser.add_argument("--steps", type=int, help="sugar-stage steps of every variant (default: the demo's)")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), metavar="NAME")
+    parser.add_argument("--scale", default="default", choices=["small", "default"], help="world size of every seed")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="TrainConfig overrides for every stage")
+    parser.set_defaults(func=_run)
+
+
+def _run(args: Any) -> int:
+    if args.seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+    settings = AblationSettings(
+        out=Path(args.out),
+        results=Path(args.results),
+        seeds=list(args.seed_ids) if args.seed_ids else list(range(args.seeds)),
+        variants=list(args.variants),
+        steps=args.steps,
+        scale=args.scale,
+        overrides=list(args.overrides),
+        progress=not args.no_progress,
+        command="sugar " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["ablate"] else "sugar ablate",
+    )
+    print(f"results: {run_ablation(settings)}")
+    return 0

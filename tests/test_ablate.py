@@ -1,0 +1,83 @@
+"""The ablation summary: mean +- std over seeds, the claim checks, and the written results."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from sugar.ablate import METRICS, AblationSettings, claims, run_ablation, summarise, write_results
+
+
+def model_results(t2i: float, vist: float, wino: tuple[float, float, float], vqa: float, rag: tuple[float, float, float]) -> dict:
+    text, image, group = wino
+    return {
+        "retrieval": {"t2i": {"r@5": t2i}, "i2t": {"r@5": t2i / 2}, "teacher": {"t2i": {"r@5": 0.5}, "i2t": {"r@5": 0.4}}},
+        "interleaved": {"captions_and_images": {"r@5": vist}, "teacher": {"captions_and_images": {"r@5": 0.3}}},
+        "winoground": {"text": text, "image": image, "group": group, "teacher": {"text": 0.2, "image": 0.1, "group": 0.05}},
+        "qa": {"vqa": {"accuracy": vqa}, "pope": {"average": {"f1": 0.6}}},
+        "rag": {
+            "rows": {
+                "no_retrieval": {"contains_answer": rag[0]},
+                "self_k1": {"contains_answer": rag[1]},
+                "teacher_k1": {"contains_answer": rag[2]},
+            },
+            "retrieval": {"self": {"hit@1": 0.7}},
+        },
+    }
+
+
+def seed_results(shift: float) -> dict[str, dict]:
+    return {
+        "base": model_results(0.01 + shift, 0.02, (0.0, 0.0, 0.0), 0.50, (0.1, 0.1, 0.4)),
+        "sugar": model_results(0.20 + shift, 0.30, (0.3, 0.2, 0.10), 0.49, (0.1, 0.5, 0.4)),
+        "no_gak": model_results(0.19, 0.10, (0.3, 0.2, 0.08), 0.49, (0.1, 0.4, 0.4)),
+        "no_triple": model_results(0.18, 0.28, (0.3, 0.05, 0.02), 0.49, (0.1, 0.4, 0.4)),
+        "last_token": model_results(0.05, 0.25, (0.3, 0.15, 0.05), 0.49, (0.1, 0.4, 0.4)),
+    }
+
+
+def test_summary_is_mean_and_sample_std_over_seeds() -> None:
+    summary = summarise({0: seed_results(0.0), 1: seed_results(0.02)})
+    cell = summary["sugar"]["T->I R@5"]
+    assert cell["values"] == pytest.approx([0.20, 0.22])
+    assert cell["mean"] == pytest.approx(0.21) and cell["std"] == pytest.approx(math.sqrt(2 * 0.01**2))
+    assert summary["no_gak"]["VIST R@5"]["std"] == 0.0
+    # the teacher row comes from the sugar runs' teacher entries, embedding columns only
+    assert summary["teacher"]["Wino group"]["mean"] == pytest.approx(0.05)
+    assert "VQA acc" not in summary["teacher"] and set(summary["sugar"]) == set(METRICS)
+
+
+def test_claims_are_read_from_the_means() -> None:
+    checked = {claim[:3]: (verdict, evidence) for claim, verdict, evidence in claims(summarise({0: seed_results(0.0)}))}
+    assert checked["(1)"][0] == "holds"
+    assert checked["(2)"][0] == "holds" and "no_gak +20.0" in checked["(2)"][1]
+    assert checked["(3)"][0] == "holds"
+    assert checked["(4)"][0] == "holds"
+    assert checked["(5)"][0] == "holds"
+    assert checked["(6)"][0] == "measured" and "VQA acc 50.0 -> 49.0 (-1.0)" in checked["(6)"][1]
+    assert checked["(7)"][0] == "holds"
+    worse = seed_results(0.0)
+    worse["sugar"]["winoground"]["group"] = 0.0
+    assert dict((c[:3], v) for c, v, _ in claims(summarise({0: worse})))["(7)"] == "does not hold"
+
+
+def test_results_are_written_as_markdown_json_and_picture(tmp_path: Path) -> None:
+    settings = AblationSettings(results=tmp_path, seeds=[0, 1], command="sugar ablate --seeds 2")
+    summary = summarise({0: seed_results(0.0), 1: seed_results(0.02)})
+    path = write_results(summary, settings, 123.0, {"alpha": 1.0})
+    text = path.read_text()
+    assert "| sugar | 21.0 +- 1.4 |" in text and "sugar ablate --seeds 2" in text and "![ablation](ablation.png)" in text
+    record = json.loads((tmp_path / "ablation.json").read_text())
+    assert record["seeds"] == [0, 1] and record["summary"]["base"]["VQA acc"]["mean"] == pytest.approx(0.5)
+    assert len(record["claims"]) == 7
+    assert (tmp_path / "ablation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bad_settings_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown variant"):
+        run_ablation(AblationSettings(out=tmp_path, variants=["no_such"]))
+    with pytest.raises(ValueError, match="at least one seed"):
+        run_ablation(AblationSettings(out=tmp_path, seeds=[]))

@@ -1,0 +1,69 @@
+"""The main job and the ablation end to end on a small world: a tiny model, a few steps per stage,
+the real offline experts as teachers. Checks the files and keys users read, and that a re-run
+reuses every finished stage instead of training again."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("efficientnet_lite_pytorch")
+
+from sugar.ablate import AblationSettings, run_ablation  # noqa: E402
+from sugar.demo import DemoSettings, run_demo  # noqa: E402
+from tiny_model import tiny_model_config  # noqa: E402
+
+
+def tiny_overrides() -> list[str]:
+    model = json.dumps(tiny_model_config(256))
+    return [f"model_overrides={model}", "log_every=1", "checkpoint_every=2"]
+
+
+def settings(out: Path, **values: object) -> DemoSettings:
+    return DemoSettings(
+        out=out, scale="small", base_steps=2, sugar_steps=2, qa_questions=8, overrides=tiny_overrides(),
+        progress=False, **values,  # type: ignore[arg-type]
+    )
+
+
+def test_demo_writes_metrics_and_report_and_reuses_finished_stages(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    report = run_demo(settings(out))
+    metrics = json.loads((out / "metrics.json").read_text())
+    for name in ("base", "sugar"):
+        model = metrics["models"][name]
+        assert 0.0 <= model["retrieval"]["t2i"]["r@5"] <= 1.0
+        assert 0.0 <= model["winoground"]["group"] <= 1.0
+        assert model["qa"]["count"] == 8 and 0.0 <= model["qa"]["accuracy"] <= 1.0
+    assert "qa" not in metrics["models"]["teacher"] and "r@10" in metrics["models"]["teacher"]["retrieval"]["i2t"]
+    assert metrics["config"]["stage"] == "sugar" and metrics["config"]["paired_captions"] is True
+    assert set(metrics["wall_time_seconds"]) >= {"world", "teachers", "base", "sugar", "evaluation", "total"}
+    assert report.read_text().startswith("#")
+
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/model/model.safetensors")}
+    assert len(stamps) == 2
+    run_demo(settings(out))
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/model/model.safetensors")} == stamps
+    assert json.loads((out / "stages.json").read_text()) == {k: v for k, v in metrics["wall_time_seconds"].items() if k != "total"}
+
+
+def test_ablation_trains_each_variant_from_the_same_base(tmp_path: Path) -> None:
+    limits = {"retrieval": 20, "interleaved": 5, "winoground": 6, "qa": 4, "rag": 3}
+    ablation = AblationSettings(
+        out=tmp_path / "runs", results=tmp_path / "results", seeds=[0], variants=["sugar", "no_gak", "last_token"],
+        steps=2, base_steps=2, scale="small", overrides=tiny_overrides(), limits=limits, progress=False,
+        command="sugar ablate --seeds 1 --steps 2",
+    )
+    path = run_ablation(ablation)
+    seed = tmp_path / "runs" / "seed0"
+    assert sorted(p.name for p in seed.glob("sugar*")) == ["sugar-2steps", "sugar-last_token-2steps", "sugar-no_gak-2steps"]
+    configs = {p.parent.name: json.loads((p.parent / "config.json").read_text()) for p in seed.glob("sugar*/model")}
+    assert {c["init_from"] for c in configs.values()} == {str(seed / "base" / "model")}
+    assert configs["sugar-no_gak-2steps"]["target_structure"] == "mean"
+    assert json.loads((seed / "sugar-last_token-2steps" / "model" / "sugar_config.json").read_text())["image_pooling"] == "last"
+    record = json.loads((tmp_path / "results" / "ablation.json").read_text())
+    assert set(record["summary"]) == {"base", "sugar", "no_gak", "last_token", "teacher"}
+    assert record["summary"]["sugar"]["T->I R@5"]["values"] and len(record["claims"]) == 7
+    assert "| no_gak |" in path.read_text()
