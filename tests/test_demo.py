@@ -39,8 +39,11 @@ def test_demo_writes_metrics_and_report_and_reuses_finished_stages(tmp_path: Pat
         assert model["qa"]["count"] == 8 and 0.0 <= model["qa"]["accuracy"] <= 1.0
     assert "qa" not in metrics["models"]["teacher"] and "r@10" in metrics["models"]["teacher"]["retrieval"]["i2t"]
     assert metrics["config"]["stage"] == "sugar" and metrics["config"]["paired_captions"] is True
-    assert set(metrics["wall_time_seconds"]) >= {"world", "teachers", "base", "sugar", "evaluation", "total"}
+    assert set(metrics["wall_time_seconds"]) >= {"world", "teachers", "base", "sugar", "evaluation", "pictures", "total"}
     assert report.read_text().startswith("#")
+    assert len(metrics["pictures"]) == 3
+    for picture in metrics["pictures"].values():
+        assert (out / picture).read_bytes()[:4] == b"\x89PNG" and f"]({picture})" in report.read_text()
 
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/model/model.safetensors")}
     assert len(stamps) == 2

@@ -196,6 +196,9 @@ def run_demo(settings: DemoSettings) -> Path:
     record = StageClock(out)
     prepare_models(settings, record)
     results = record("evaluation", lambda: evaluate_all(settings))
+    from sugar.eval.pictures import demo_pictures
+
+    pictures = record("pictures", lambda: demo_pictures(out))
     stages = record.stages
 
     from sugar.eval.report import write_demo_report
@@ -209,6 +212,7 @@ def run_demo(settings: DemoSettings) -> Path:
         "versions": _versions(),
         "seeds": {"world": settings.seed, "training": settings.seed},
         "world_scale": settings.scale,
+        "pictures": pictures,
         "wall_time_seconds": {**stages, "total": round(sum(stages.values()), 1)},
     }
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))

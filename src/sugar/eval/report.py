@@ -93,6 +93,9 @@ def write_demo_report(out: Path, metrics: dict[str, Any]) -> Path:
         f"(its own held-out fit: {_fit_summary(fit)}); it is the CLIP-style baseline Sugar learns "
         "from, and cannot read interleaved documents.",
         "",
+        "## Pictures",
+        "",
+        *[line for name, path in (metrics.get("pictures") or {}).items() for line in (f"**{name}**", "", f"![{name}]({path})", "")],
         "## Run",
         "",
         "| stage | wall time (s) |",
