@@ -92,13 +92,17 @@ def teacher_results(results: dict[str, Any]) -> dict[str, Any]:
     return {bench: value["teacher"] for bench, value in results.items() if isinstance(value, dict) and "teacher" in value}
 
 
-def evaluate_variant(model_dir: Path, demo: Any, limits: dict[str, int | None], progress: bool) -> dict[str, Any]:
+def evaluate_variant(
+    model_dir: Path, demo: Any, limits: dict[str, int | None], progress: bool, with_teacher: bool
+) -> dict[str, Any]:
+    """Every benchmark of the table on one model; `with_teacher` also scores the CLIP-style teacher
+    (the same for every row of a seed, so only the sugar row asks for it)."""
     from sugar.eval.suite import run_benchmarks
     from sugar.models import SugarModel
     from sugar.teachers import TeacherSuite
 
     model = SugarModel.from_pretrained(model_dir, vision_cache_dir=str(demo.out / "vision-cache"))
-    teachers = TeacherSuite.load(demo.out / "teachers")
+    teachers = TeacherSuite.load(demo.out / "teachers") if with_teacher else None
     results: dict[str, Any] = {}
     for bench, limit in limits.items():
         # `limit=0` is "every item" for run_benchmarks
@@ -141,7 +145,7 @@ def run_seed(settings: AblationSettings, seed: int) -> dict[str, dict[str, Any]]
             extra = [f"init_from={base}", *VARIANTS[row]]
             model_dir = clock(f"train {folder}", lambda: train_stage(demo, "sugar", extra, folder=folder))
         started = time.perf_counter()
-        found[row] = evaluate_variant(model_dir, demo, settings.limits, settings.progress)
+        found[row] = evaluate_variant(model_dir, demo, settings.limits, settings.progress, with_teacher=row == "sugar")
         found[row]["evaluation_seconds"] = round(time.perf_counter() - started, 1)
         atomic_write_text(path, json.dumps(found[row], indent=2))
     return found
