@@ -107,7 +107,14 @@ def train_stage(settings: DemoSettings, stage: str, extra: list[str], folder: st
 def evaluate_all(settings: DemoSettings) -> dict[str, Any]:
     """The first evaluation on held-out data: both MLLMs and the CLIP-style teacher baseline."""
     from sugar.data import load_coco_karpathy, load_llava_conversations, load_winoground
-    from sugar.eval.benchmarks import ModelEncoder, TeacherEncoder, evaluate_qa, evaluate_retrieval, evaluate_winoground
+    from sugar.eval.benchmarks import (
+        ModelEncoder,
+        TeacherEncoder,
+        evaluate_qa,
+        evaluate_retrieval,
+        evaluate_winoground,
+        spread,
+    )
     from sugar.models import SugarModel
     from sugar.teachers import TeacherSuite
 
@@ -115,7 +122,9 @@ def evaluate_all(settings: DemoSettings) -> dict[str, Any]:
     captions = load_coco_karpathy(world / "captions" / "dataset_coco.json", world, split="test")
     winoground = load_winoground(world / "winoground" / "test.jsonl", world / "images")
     conversations = load_llava_conversations(world / "instruct" / "test.json", world)
-    conversations = sorted(conversations, key=lambda c: c.id)[: settings.qa_questions]
+    # evenly spread through the file: its mix of VQA and POPE questions (the first N by id were
+    # all POPE-adversarial, where always answering "yes" scores 50%)
+    conversations = spread(conversations, settings.qa_questions)
 
     results: dict[str, Any] = {}
     cache = settings.out / "eval"
