@@ -64,6 +64,17 @@ def test_claims_are_read_from_the_means() -> None:
     assert dict((c[:3], v) for c, v, _ in claims(summarise({0: worse})))["(7)"] == "does not hold"
 
 
+def test_a_gain_smaller_than_the_seed_spread_is_noise() -> None:
+    first, second = seed_results(0.0), seed_results(0.0)
+    first["sugar"]["winoground"]["group"], second["sugar"]["winoground"]["group"] = 0.0, 0.04  # mean 2.0 +- 2.8
+    first["base"]["winoground"]["group"], second["base"]["winoground"]["group"] = 0.0, 0.0
+    second["no_triple"]["winoground"]["image"] = 0.19  # its drop (8.5) is still the largest, but noisy
+    verdicts = {c[:3]: v for c, v, _ in claims(summarise({0: first, 1: second}))}
+    assert verdicts["(1)"] == "within seed noise"
+    assert verdicts["(3)"] == "within seed noise"
+    assert verdicts["(2)"] == "holds"  # no_gak's VIST drop of 20 points with no spread at all
+
+
 def test_results_are_written_as_markdown_json_and_picture(tmp_path: Path) -> None:
     settings = AblationSettings(results=tmp_path, seeds=[0, 1], command="sugar ablate --seeds 2")
     summary = summarise({0: seed_results(0.0), 1: seed_results(0.02)})

@@ -183,59 +183,81 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}"
 
 
+HOLDS, NOISE, FAILS = "holds", "within seed noise", "does not hold"
+
+
+def _std(summary: dict[str, Any], row: str, metric: str) -> float:
+    cell = summary.get(row, {}).get(metric)
+    return 0.0 if cell is None else cell["std"]
+
+
+def _gain_verdict(gain: float, noise: float) -> str:
+    """A gain counts only beyond the seeds' spread (the sum of the two rows' std)."""
+    if gain > noise:
+        return HOLDS
+    return FAILS if gain <= 0 or -gain > noise else NOISE
+
+
 def claims(summary: dict[str, dict[str, dict[str, Any]]]) -> list[tuple[str, str, str]]:
-    """The paper's claims checked on the means: (claim, verdict, evidence)."""
+    """The paper's claims checked on the means over seeds: (claim, verdict, evidence).
+
+    A claimed gain "holds" when it exceeds the sum of the two rows' standard deviations, is
+    "within seed noise" when positive but smaller, and "does not hold" when absent or reversed.
+    """
     out: list[tuple[str, str, str]] = []
 
-    def verdict(ok: bool | None) -> str:
-        return "n/a" if ok is None else ("holds" if ok else "does not hold")
-
-    def compare(a: str, b: str, metric: str) -> tuple[bool | None, str]:
+    def compare(a: str, b: str, metric: str) -> tuple[str, str]:
         x, y = _mean(summary, a, metric), _mean(summary, b, metric)
-        ok = None if x is None or y is None else x > y
-        return ok, f"{metric}: {a} {_pct(x)} vs {b} {_pct(y)}"
+        text = f"{metric}: {a} {_pct(x)} vs {b} {_pct(y)}"
+        if x is None or y is None:
+            return "n/a", text
+        return _gain_verdict(x - y, _std(summary, a, metric) + _std(summary, b, metric)), text
 
-    ok1, text1 = compare("sugar", "base", "Wino group")
-    ok2, text2 = compare("sugar", "base", "VIST R@5")
-    both = None if ok1 is None or ok2 is None else ok1 and ok2
-    out.append(("(1) Sugar beats base on Winoground group and VIST R@5", verdict(both), f"{text1}; {text2}"))
+    verdict1, text1 = compare("sugar", "base", "Wino group")
+    verdict2, text2 = compare("sugar", "base", "VIST R@5")
+    order = ("n/a", FAILS, NOISE, HOLDS)
+    both = min(verdict1, verdict2, key=order.index)
+    out.append(("(1) Sugar beats base on Winoground group and VIST R@5", both, f"{text1}; {text2}"))
 
-    def largest_drop(metric: str) -> tuple[str | None, str]:
+    labels = {"no_gak": "GAK", "no_triple": "the Triple Kernel", "last_token": "average pooling"}
+    for number, metric, named in ((2, "VIST R@5", "no_gak"), (3, "Wino image", "no_triple"), (4, "T->I R@5", "last_token")):
         reference = _mean(summary, "sugar", metric)
         drops = {
             row: reference - value
-            for row in ("no_gak", "no_triple", "last_token")
+            for row in labels
             if reference is not None and (value := _mean(summary, row, metric)) is not None
         }
-        if not drops:
-            return None, "n/a"
-        text = ", ".join(f"{row} {100 * drop:+.1f}" for row, drop in drops.items())
-        return max(drops, key=lambda row: drops[row]), f"drop of {metric} from sugar ({_pct(reference)}): {text}"
-
-    for number, metric, row in ((2, "VIST R@5", "no_gak"), (3, "Wino image", "no_triple"), (4, "T->I R@5", "last_token")):
-        worst, text = largest_drop(metric)
-        label = {"no_gak": "GAK", "no_triple": "the Triple Kernel", "last_token": "average pooling"}[row]
-        out.append(
-            (f"({number}) removing {label} hurts {metric} most", verdict(None if worst is None else worst == row), text)
+        claim = f"({number}) removing {labels[named]} hurts {metric} most"
+        if named not in drops:
+            out.append((claim, "n/a", "n/a"))
+            continue
+        text = f"drop of {metric} from sugar ({_pct(reference)}): " + ", ".join(
+            f"{row} {100 * drop:+.1f}" for row, drop in drops.items()
         )
+        noise = _std(summary, "sugar", metric) + _std(summary, named, metric)
+        verdict = _gain_verdict(drops[named], noise)
+        runner_up = max((drop for row, drop in drops.items() if row != named), default=float("-inf"))
+        if verdict != FAILS and runner_up >= drops[named]:
+            verdict = FAILS if runner_up - drops[named] > noise else NOISE
+        out.append((claim, verdict, text))
 
     none, self1, teacher1 = (_mean(summary, "sugar", m) for m in ("RAG none", "RAG self k=1", "RAG teacher k=1"))
-    ok5 = None if None in (none, self1, teacher1) else self1 > none and self1 >= teacher1  # type: ignore[operator]
-    out.append(
-        (
-            "(5) self-retrieval RAG beats no retrieval and matches or beats the teacher retriever",
-            verdict(ok5),
-            f"answer contained: none {_pct(none)}, self k=1 {_pct(self1)}, teacher k=1 {_pct(teacher1)}",
-        )
-    )
+    rag_text = f"answer contained: none {_pct(none)}, self k=1 {_pct(self1)}, teacher k=1 {_pct(teacher1)}"
+    if None in (none, self1, teacher1):
+        out.append(("(5) self-retrieval RAG beats no retrieval and matches or beats the teacher retriever", "n/a", rag_text))
+    else:
+        beats_none = _gain_verdict(self1 - none, _std(summary, "sugar", "RAG self k=1") + _std(summary, "sugar", "RAG none"))  # type: ignore[operator]
+        matches = self1 >= teacher1  # type: ignore[operator]
+        verdict5 = beats_none if matches or beats_none == FAILS else FAILS
+        out.append(("(5) self-retrieval RAG beats no retrieval and matches or beats the teacher retriever", verdict5, rag_text))
     deltas = []
     for metric in ("VQA acc", "POPE F1"):
         s, b = _mean(summary, "sugar", metric), _mean(summary, "base", metric)
         if s is not None and b is not None:
             deltas.append(f"{metric} {_pct(b)} -> {_pct(s)} ({100 * (s - b):+.1f})")
     out.append(("(6) what joint training costs or gains in QA / POPE against base", "measured", "; ".join(deltas) or "n/a"))
-    ok7, text7 = compare("sugar", "teacher", "Wino group")
-    out.append(("(7) Sugar beats its own CLIP-style teacher on Winoground group", verdict(ok7), text7))
+    verdict7, text7 = compare("sugar", "teacher", "Wino group")
+    out.append(("(7) Sugar beats its own CLIP-style teacher on Winoground group", verdict7, text7))
     return out
 
 
