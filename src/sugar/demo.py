@@ -19,6 +19,7 @@ from typing import Any, Callable
 from sugar.fileio import atomic_write_text
 
 DEMO_STEPS = {"base": 200, "sugar": 200}
+DEMO_STAGES = ("world", "teachers", "base", "sugar", "evaluation", "pictures")
 
 
 @dataclass
@@ -208,7 +209,8 @@ def run_demo(settings: DemoSettings) -> Path:
     from sugar.eval.pictures import demo_pictures
 
     pictures = record("pictures", lambda: demo_pictures(out))
-    stages = record.stages
+    # the demo's own stages (an ablation run in the same folder adds its trainings to stages.json)
+    stages = {name: seconds for name, seconds in record.stages.items() if name in DEMO_STAGES}
 
     from sugar.eval.report import write_demo_report
 
