@@ -12,10 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from sugar.data import Conversation, Document, ImageRef, load_coco_karpathy, load_interleaved, load_llava_conversations
+from sugar.train.config import MIX_KINDS
 from sugar.train.mixture import Segment, TrainingExample, caption_examples
 
 IMAGE_TOKEN = "<image>"
-KINDS = ("captions", "stories", "vqa", "rag", "webqa")
+KINDS = MIX_KINDS
 
 
 def _path_of(image: ImageRef) -> Segment:
