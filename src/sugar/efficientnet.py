@@ -1,7 +1,7 @@
 """The pretrained EfficientNet-Lite0 shared by the tiny model's vision tower and the image expert.
 
 Both only ever run it frozen, in inference, so every batch norm is folded into the convolution
-before it: the same outputs (to float rounding) for about a quarter less CPU time, which is the
+before it: the same outputs (to float rounding) for about a fifth less CPU time, which is the
 largest single cost of the demo.
 """
 
