@@ -35,7 +35,7 @@ class DemoSettings:
     # The teacher fit reads one caption per training image: 3x less text to encode for a small
     # loss on val (selection score 0.433 against 0.468 with all five), measured on the default world.
     teacher_captions_per_image: int | None = 1
-    # Images are the demo's largest cost (EfficientNet-Lite0 on 2 cores, ~12 ms each): the teachers
+    # Images are the demo's largest cost (EfficientNet-Lite0 on 2 cores, ~15 ms each): the teachers
     # are fitted on the first 4000 training images and both stages draw their caption pairs from
     # the same 4000, whose teacher features are then already cached.
     caption_images: int = 4000
