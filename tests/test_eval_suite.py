@@ -14,25 +14,9 @@ import torch
 from sugar.eval.benchmarks import generate_batch
 from sugar.eval.suite import BENCHES, expand_benches, run_benchmarks, write_results
 from sugar.models import SugarModel
+from tiny_model import tiny_model_config
 
-SMALL = {
-    "vision_tower": "patch",
-    "image_size": 32,
-    "patch_size": 8,
-    "patch_dim": 16,
-    "projector_hidden": [32],
-    "head_hidden": [32],
-    "head_dim": 16,
-    "max_length": 512,
-    "lm_config": {
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "num_key_value_heads": 2,
-        "max_position_embeddings": 512,
-    },
-}
+SMALL = tiny_model_config(512)  # the shared tiny test model, with room for long RAG prompts
 
 
 @pytest.fixture(scope="module")

@@ -28,13 +28,13 @@ def _prefix_label(example_id: str, kind: str, view: tuple[Any, ...], cut: int) -
 @torch.no_grad()
 def similarity_matrices(out: Path, pictures: Path, model: Any, suite: Any, config: dict[str, Any]) -> Path:
     """M_r (the Sugar model's cosines) beside M_l (the teacher's GAK targets) for one batch."""
-    from sugar.train.config import load_config
+    from sugar.train.config import config_from_dict
     from sugar.train.examples import load_world_examples
     from sugar.train.losses import alignment_targets
     from sugar.train.mixture import BatchStream
     from sugar.train.recipe import SliceTeacher, document_seed, load_image, prefix_slices, sample_cut_points
 
-    settings = load_config(None, [f"{key}={value}" for key, value in _yaml_items(config)])
+    settings = config_from_dict(config, "the sugar stage's config.json")
     pools = load_world_examples(out / "world", "test", list(PICTURE_MIX))
     examples = BatchStream(pools, PICTURE_MIX, settings.seed, paired=("captions",)).batch(0)
     documents = [[load_image(s) if not isinstance(s, str) else s for s in segments] for _, segments, _ in examples]
@@ -55,13 +55,6 @@ def similarity_matrices(out: Path, pictures: Path, model: Any, suite: Any, confi
         embeddings @ embeddings.T, targets, pictures / "similarity_matrices.png", labels=labels,
         title="one test batch: caption pairs in both orders, then stories",
     )
-
-
-def _yaml_items(config: dict[str, Any]) -> list[tuple[str, str]]:
-    import json
-
-    keep = ("seed", "max_length", "prefixes_per_document", "teacher_kernel", "delta", "target_structure")
-    return [(key, json.dumps(config[key])) for key in keep if key in config]
 
 
 def story_alignment(out: Path, pictures: Path, suite: Any, delta: float) -> Path:
