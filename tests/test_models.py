@@ -428,3 +428,27 @@ def test_gradient_checkpointing_keeps_gradients() -> None:
     model(batch).loss.backward()
     lora_grads = [p.grad for n, p in model.named_parameters() if "lora_A" in n]
     assert lora_grads and all(g is not None for g in lora_grads)
+
+
+def test_bf16_autocast_agrees_with_float32(tmp_path) -> None:
+    """The same weights under bf16 autocast and in float32: losses and embeddings agree closely,
+    and the head and the loss stay float32 either way."""
+    from sugar.models.precision import autocast_dtype
+
+    torch.manual_seed(0)
+    folder = small_model().save_pretrained(tmp_path / "m")
+    exact = SugarModel.from_pretrained(folder, autocast="off")
+    mixed = SugarModel.from_pretrained(folder, autocast="bfloat16")
+    documents = [[image(1), "a red circle. it moves."], ["a blue square", image(2)], [image(3), "two stars"]]
+    batch = exact.processor(documents, targets=[[1], [0], [1]])
+    out_exact, out_mixed = exact(batch), mixed(batch)
+    assert out_mixed.embeddings.dtype == torch.float32 and out_mixed.loss.dtype == torch.float32
+    assert out_mixed.loss.item() == pytest.approx(out_exact.loss.item(), rel=2e-2)
+    cosine = (out_exact.embeddings * out_mixed.embeddings).sum(-1)
+    assert cosine.min().item() > 0.99
+    assert not torch.equal(out_exact.embeddings, out_mixed.embeddings)  # bf16 really ran
+    assert autocast_dtype("off", torch.device("cpu"), torch.float32) is None
+    assert autocast_dtype("bfloat16", torch.device("cpu"), torch.float32) is torch.bfloat16
+    assert autocast_dtype("bfloat16", torch.device("cpu"), torch.bfloat16) is None  # already half
+    with pytest.raises(ValueError, match="autocast"):
+        autocast_dtype("fp8", torch.device("cpu"), torch.float32)

@@ -17,6 +17,8 @@ def tiny_model_config(max_length: int = 64) -> dict[str, Any]:
         "head_hidden": [32],
         "head_dim": 16,
         "max_length": max_length,
+        # exact float32 arithmetic, so tests can compare runs tightly (bf16 is tested on its own)
+        "autocast": "off",
         "lm_config": {
             "hidden_size": 32,
             "intermediate_size": 64,

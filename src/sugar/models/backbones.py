@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,7 @@ from sugar.models.language import (
     load_hf_lm,
     load_smollm2,
 )
+from sugar.models.precision import autocast
 from sugar.models.processor import ImageTransform
 from sugar.models.vision import FeatureCache, SquareImageTransform, build_vision_tower
 
@@ -100,6 +102,10 @@ class Backbone(nn.Module, ABC):
         """(N, P, C) -> (N, P, hidden_size) visual tokens in the LM's embedding space."""
 
     @abstractmethod
+    def projector_module(self) -> nn.Module:
+        """The vision-to-LM projector (what the align stage trains alone)."""
+
+    @abstractmethod
     def embed_tokens(self, input_ids: Tensor) -> Tensor: ...
 
     @abstractmethod
@@ -145,13 +151,19 @@ class Backbone(nn.Module, ABC):
         self, inputs_embeds: Tensor, attention_mask: Tensor | None = None, cache: Any = None, use_cache: bool = False
     ) -> tuple[Tensor, Any]:
         """Final-layer hidden states (after the final norm) and the KV cache."""
-        output = self.decoder()(
-            inputs_embeds=inputs_embeds, attention_mask=attention_mask, cache=cache, use_cache=use_cache
-        )
+        with self.autocast(inputs_embeds):
+            output = self.decoder()(
+                inputs_embeds=inputs_embeds, attention_mask=attention_mask, cache=cache, use_cache=use_cache
+            )
         return output.last_hidden_state, getattr(output, "cache", None)
 
     def logits(self, hidden: Tensor) -> Tensor:
-        return self.lm_head()(hidden)
+        with self.autocast(hidden):
+            return self.lm_head()(hidden)
+
+    def autocast(self, reference: Tensor) -> AbstractContextManager[object]:
+        """bf16 autocast for the LM per `config.autocast` (the head and the losses stay float32)."""
+        return autocast(self.config.autocast, reference.device, self.lm_head().weight.dtype)
 
     @property
     def cache_namespace(self) -> str:
@@ -253,6 +265,9 @@ class CompositeBackbone(Backbone):
         dtype = self.projector[0].weight.dtype
         return self.projector(features.to(dtype))
 
+    def projector_module(self) -> nn.Module:
+        return self.projector
+
     def language_model(self) -> nn.Module:
         return self.lm
 
@@ -346,6 +361,9 @@ class LlavaBackbone(Backbone):
     def project(self, features: Tensor) -> Tensor:
         projector = self.llava.model.multi_modal_projector
         return projector(features.to(projector.linear_1.weight.dtype))
+
+    def projector_module(self) -> nn.Module:
+        return self.llava.model.multi_modal_projector
 
     def language_model(self) -> nn.Module:
         return self.llava.model.language_model

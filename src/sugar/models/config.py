@@ -84,6 +84,8 @@ class SugarConfig:
     vision_cache_size: int = 20000  # images kept in memory (0 disables the cache)
     vision_cache_dir: str | None = None
     dtype: str = "float32"
+    # bf16 autocast around the LM: "auto" where the device computes bf16 natively (sugar.models.precision)
+    autocast: str = "auto"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -97,6 +99,7 @@ class SugarConfig:
             "text_unit": ("sentence", "segment"),
             "dtype": ("float32", "bfloat16", "float16"),
             "head_activation": ("gelu", "relu", "silu", "tanh"),
+            "autocast": ("auto", "bfloat16", "off"),
         }
         for name, allowed in choices.items():
             value = getattr(self, name)

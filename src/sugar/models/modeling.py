@@ -50,7 +50,7 @@ WEIGHTS_NAME = "model.safetensors"
 # Fields that may differ when reloading a saved model: where things live, runtime caches, and
 # the image pooling (it reads different hidden states but changes no weight).
 RELOAD_OVERRIDES = frozenset(
-    {"vision_cache_size", "vision_cache_dir", "max_length", "llava_source", "lm", "dtype", "image_pooling"}
+    {"vision_cache_size", "vision_cache_dir", "max_length", "llava_source", "lm", "dtype", "image_pooling", "autocast"}
 )
 
 
