@@ -125,3 +125,28 @@ def test_checkpoint_round_trip_is_exact(tmp_path: Path) -> None:
     assert clone_scheduler.get_last_lr() == scheduler.get_last_lr()
     assert torch.equal(torch.randn(1), expected_next)
     assert "exp_avg" in clone_optimizer.state_dict()["state"][0]
+
+
+def test_length_groups_bound_padding_and_cover_every_row_once() -> None:
+    from sugar.train.recipe import length_groups
+
+    lengths = [30, 31, 200, 29, 33, 210, 32, 90]
+    groups = length_groups(lengths, slack=1.25)
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+    for group in groups:
+        padded = len(group) * max(lengths[i] for i in group)
+        assert padded <= 1.25 * sum(lengths[i] for i in group)
+    # the long stories do not share a group with the short caption rows
+    assert any(set(g) == {2, 5} for g in groups)
+    assert length_groups([]) == []
+
+
+def test_new_stage_and_pair_target_options_are_validated() -> None:
+    assert load_config(None, ["stage=align"]).stage == "align"
+    assert load_config(None, ["pair_target=one"]).pair_target == "one"
+    with pytest.raises(ValueError, match="pair_target"):
+        load_config(None, ["pair_target=both"])
+    with pytest.raises(ValueError, match="stage"):
+        load_config(None, ["stage=pretrain"])
+    with pytest.raises(ValueError, match="save_models_at"):
+        load_config(None, ["steps=10", "save_models_at=[5, 11]"])

@@ -49,6 +49,7 @@ def overrides(world: Path, teachers: Path, out: Path, **values: object) -> list[
         "world": str(world),
         "teachers": str(teachers),
         "output_dir": str(out),
+        "model": "tiny",
         "mix": "{captions: 4, stories: 2, vqa: 2}",
         "model_overrides": "{" + ", ".join(f"{k}: {v!r}" for k, v in TINY_MODEL.items()).replace("'", '"') + "}",
         "learning_rate": 3e-3,
@@ -215,3 +216,45 @@ def test_two_processes_compute_the_one_process_losses_and_gradients(world: Path,
     assert single["grads"].keys() == double["grads"].keys()
     for name, gradient in single["grads"].items():
         torch.testing.assert_close(double["grads"][name], gradient, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def build_tiny_model(world: Path):
+    from sugar.models import SugarModel
+    from sugar.train.examples import tokenizer_corpus
+
+    return SugarModel.from_preset("tiny", tokenizer_corpus=tokenizer_corpus(world), **TINY_MODEL)
+
+
+def test_pair_target_one_makes_an_image_and_its_caption_one_document(world: Path, teachers: Path) -> None:
+    from sugar.teachers import TeacherSuite
+    from sugar.train.examples import load_world_examples
+    from sugar.train.losses import alignment_targets
+    from sugar.train.mixture import BatchStream
+    from sugar.train.recipe import SliceTeacher, load_image, prefix_slices, sample_cut_points
+
+    pools = load_world_examples(world, "train", ["captions"])
+    examples = BatchStream(pools, {"captions": 4}, seed=0, paired=("captions",)).batch(0)
+    model = build_tiny_model(world)
+    documents = [[load_image(s) if not isinstance(s, str) else s for s in segments] for _, segments, _ in examples]
+    batch = model.processor(documents)
+    cuts = sample_cut_points([len(s) for s in batch.slices], 1, [0] * len(examples))
+    teacher = SliceTeacher(TeacherSuite.load(teachers), "triple")
+    as_two = alignment_targets(prefix_slices(batch.slices, cuts, teacher, 0), teacher.kernel, delta=1.0)
+    ids = [example.id for example, _, _ in examples]
+    as_one = alignment_targets(prefix_slices(batch.slices, cuts, teacher, 0, document_ids=ids), teacher.kernel, delta=1.0)
+    # rows 0/1 and 2/3 are one image and its caption in both orders
+    assert as_one[0, 1] == 1.0 and as_one[2, 3] == 1.0 and as_two[0, 1] < 1.0
+    assert torch.equal(as_one[0, 2], as_two[0, 2]) and as_one[0, 2] < 1.0
+
+
+def test_align_stage_trains_the_projector_alone_and_snapshots_are_saved(world: Path, teachers: Path, tmp_path: Path) -> None:
+    from sugar.train.recipe import train
+
+    run = config(world, teachers, tmp_path / "align", stage="align", steps=3, mix="{captions: 4}", save_models_at="[1, 2]")
+    out = train(run, show_progress=False)
+    assert (tmp_path / "align" / "snapshots" / "step-1" / "model.safetensors").is_file()
+    assert (tmp_path / "align" / "snapshots" / "step-2" / "model.safetensors").is_file()
+    first = load_file(tmp_path / "align" / "snapshots" / "step-1" / "model.safetensors")
+    last = load_file(out / "model.safetensors")
+    changed = {k for k in first if not torch.equal(first[k], last[k])}
+    assert changed and all(k.startswith("backbone.projector.") for k in changed)

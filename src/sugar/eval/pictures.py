@@ -16,7 +16,7 @@ PICTURE_MIX = {"captions": 6, "stories": 2}
 
 
 def training_curves(out: Path, pictures: Path) -> Path:
-    logs = {stage: out / stage / "train_log.csv" for stage in ("base", "sugar") if (out / stage / "train_log.csv").is_file()}
+    logs = {stage: out / stage / "train_log.csv" for stage in ("align", "base", "sugar") if (out / stage / "train_log.csv").is_file()}
     return plot_training_curves(logs, pictures / "training_curves.png")
 
 
@@ -44,7 +44,8 @@ def similarity_matrices(out: Path, pictures: Path, model: Any, suite: Any, confi
     model.eval()
     embeddings = model(batch, cut_points=cuts, return_embeddings=True).embeddings
     teacher = SliceTeacher(suite, settings.teacher_kernel)
-    prefixes = prefix_slices(batch, cuts, teacher, document_offset=0)
+    ids = [example.id for example, _, _ in examples] if settings.pair_target == "one" else None
+    prefixes = prefix_slices(batch.slices, cuts, teacher, document_offset=0, document_ids=ids)
     targets = alignment_targets(prefixes, teacher.kernel, delta=settings.delta, structure=settings.target_structure)
     labels = [
         _prefix_label(example.id, example.kind, segments, cut)

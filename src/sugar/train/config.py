@@ -18,8 +18,10 @@ class TrainConfig:
     """Everything a training run depends on; saved beside every checkpoint."""
 
     # what to train
-    stage: Literal["base", "sugar"] = "sugar"
-    model: str = "tiny"  # preset name ("tiny", "smol") or "llava"
+    # align: the projector alone on captions (LM frozen), as LLaVA's first stage; base: generative
+    # tuning (L_g only); sugar: L_g + alpha * L_d
+    stage: Literal["align", "base", "sugar"] = "sugar"
+    model: str = "smol"  # preset name ("smol": the pretrained default, "tiny": tests and smoke runs) or "llava"
     model_path: str | None = None  # llava: local folder or hub id
     model_overrides: dict[str, Any] = field(default_factory=dict)
     init_from: str | None = None  # a saved SugarModel folder to continue from (sugar stage: the base model)
@@ -55,6 +57,9 @@ class TrainConfig:
     teacher_kernel: Literal["triple", "cross"] = "triple"
     discriminative_loss: Literal["mse", "infonce"] = "mse"
     infonce_temperature: float = 0.05
+    # An image and its caption, fed in both orders: two documents whose target is the teacher's
+    # kernel (the paper's reading, "kernel"), or one document with target 1 ("one").
+    pair_target: Literal["kernel", "one"] = "kernel"
     use_generative_loss: bool = True
 
     # bookkeeping
@@ -63,6 +68,8 @@ class TrainConfig:
     log_every: int = 10
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
+    # steps after which the model is also saved to OUTPUT_DIR/snapshots/step-N (learning curves)
+    save_models_at: list[int] = field(default_factory=list)
 
     @property
     def batch_size(self) -> int:
@@ -70,8 +77,10 @@ class TrainConfig:
         return sum(self.mix.values())
 
     def validate(self) -> None:
-        if self.stage not in ("base", "sugar"):
-            raise ValueError(f"stage must be 'base' or 'sugar', got {self.stage!r}")
+        if self.stage not in ("align", "base", "sugar"):
+            raise ValueError(f"stage must be 'align', 'base' or 'sugar', got {self.stage!r}")
+        if self.pair_target not in ("kernel", "one"):
+            raise ValueError(f"pair_target must be 'kernel' or 'one', got {self.pair_target!r}")
         unknown = set(self.mix) - set(MIX_KINDS)
         if unknown or not self.mix or any(v < 0 for v in self.mix.values()) or self.batch_size == 0:
             raise ValueError(
@@ -86,8 +95,10 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.stage == "sugar" and self.teachers is None:
             raise ValueError("the sugar stage needs teachers: a folder written by `sugar teachers fit`")
-        if not self.use_generative_loss and self.stage == "base":
-            raise ValueError("the base stage trains the generative loss only; use_generative_loss must be true")
+        if not self.use_generative_loss and self.stage != "sugar":
+            raise ValueError(f"the {self.stage} stage trains the generative loss only; use_generative_loss must be true")
+        if any(not isinstance(s, int) or not 1 <= s <= self.steps for s in self.save_models_at):
+            raise ValueError(f"save_models_at must list steps in 1..{self.steps}, got {self.save_models_at}")
         if self.delta <= 0 or self.alpha < 0:
             raise ValueError(f"delta must be > 0 and alpha >= 0, got delta={self.delta}, alpha={self.alpha}")
 

@@ -76,16 +76,29 @@ class SliceTeacher:
         return self.suite.cross_modal_features(contents)
 
 
+def document_key(identifier: str) -> int:
+    """The same int for the same example id on every process (a 63-bit hash)."""
+    return int.from_bytes(hashlib.sha256(identifier.encode()).digest()[:8], "little") & (2**63 - 1)
+
+
 def prefix_slices(
-    batch: Any, cuts: list[list[int]], teacher: SliceTeacher, document_offset: int
+    slices: list[Any],
+    cuts: list[list[int]],
+    teacher: SliceTeacher,
+    document_offset: int,
+    document_ids: list[str] | None = None,
 ) -> PrefixSlices:
-    """Teacher features of every sampled prefix of the local documents, padded."""
-    contents = [span.content for spans in batch.slices for span in spans]
+    """Teacher features of every sampled prefix of the local documents, padded.
+
+    Prefixes of one document are positives (target 1). With `document_ids`, rows that share an id
+    (an image and its caption fed in both orders) count as one document too.
+    """
+    contents = [span.content for spans in slices for span in spans]
     features = teacher.features(contents)
     modality_of = {"image": IMAGE, "text": TEXT}
     rows, lengths, modality, documents = [], [], [], []
     start = 0
-    for index, (spans, document_cuts) in enumerate(zip(batch.slices, cuts)):
+    for index, (spans, document_cuts) in enumerate(zip(slices, cuts)):
         document_features = features[start : start + len(spans)]
         document_modality = torch.tensor([modality_of[span.modality] for span in spans])
         start += len(spans)
@@ -93,7 +106,7 @@ def prefix_slices(
             rows.append(document_features[: cut + 1])
             modality.append(document_modality[: cut + 1])
             lengths.append(cut + 1)
-            documents.append(document_offset + index)
+            documents.append(document_offset + index if document_ids is None else document_key(document_ids[index]))
     longest = max(lengths)
     return PrefixSlices(
         features=torch.stack([pad_to_length(r, longest, dim=0) for r in rows]),
@@ -113,6 +126,100 @@ def gather_prefixes(local: PrefixSlices, device: torch.device) -> PrefixSlices:
     )
 
 
+def length_groups(lengths: list[int], slack: float = 1.25) -> list[list[int]]:
+    """Row indices grouped by similar length, each group padded to its longest row at most
+    `slack` times its real tokens: one long story no longer pads twenty short caption rows."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    groups: list[list[int]] = []
+    current: list[int] = []
+    real = 0
+    for index in order:
+        length = max(lengths[index], 1)
+        if current and (len(current) + 1) * length > slack * (real + length):
+            groups.append(current)
+            current, real = [], 0
+        current.append(index)
+        real += length
+    if current:
+        groups.append(current)
+    return groups
+
+
+def token_length(processor: Any, segments: list[Any]) -> int:
+    """Tokens a document takes (text through the tokenizer, images as their visual tokens)."""
+    tokenizer = processor.tokenizer
+    return sum(
+        len(tokenizer(s, add_special_tokens=False)["input_ids"]) + 1 if isinstance(s, str) else processor.tokens_per_image
+        for s in segments
+    )
+
+
+@dataclass
+class GroupedOutput:
+    """The model's outputs over one micro-batch run in length groups, rows back in batch order."""
+
+    loss: Tensor | None  # token-weighted mean generative loss over all groups
+    label_tokens: int
+    embeddings: Tensor | None  # one row per cut point, documents in batch order
+    slices: list[Any]  # per document, in batch order
+    cuts: list[list[int]]  # sampled cut points per document (empty outside the sugar stage)
+
+
+def forward_in_length_groups(
+    model: torch.nn.Module,
+    processor: Any,
+    documents: list[list[Any]],
+    targets: list[list[int]] | None,
+    cut_seeds: list[int] | None,
+    prefixes_per_document: int,
+    max_length: int,
+) -> GroupedOutput:
+    """One forward per group of similar-length documents; one backward covers all groups.
+
+    With `cut_seeds` (the sugar stage), each document's cut points are sampled from its own seed
+    once its slices are known, so they do not depend on how the batch was grouped.
+    """
+    lengths = [token_length(processor, d) for d in documents]
+    groups = length_groups(lengths)
+    return_embeddings = cut_seeds is not None
+    loss_sum: Tensor | None = None
+    tokens = 0
+    slices: list[Any] = [None] * len(documents)
+    cuts: list[list[int]] = [[] for _ in documents]
+    pieces: dict[int, Tensor] = {}
+    for group in groups:
+        batch = processor(
+            [documents[i] for i in group],
+            targets=None if targets is None else [targets[i] for i in group],
+            max_length=max_length,
+        ).to(next(model.parameters()).device)
+        group_cuts = None
+        if cut_seeds is not None:
+            group_cuts = sample_cut_points(
+                [len(spans) for spans in batch.slices], prefixes_per_document, [cut_seeds[i] for i in group]
+            )
+        output = model(batch, cut_points=group_cuts, return_embeddings=return_embeddings)
+        for position, index in enumerate(group):
+            slices[index] = batch.slices[position]
+            if group_cuts is not None:
+                cuts[index] = group_cuts[position]
+        if output.loss is not None:
+            count = int(output.label_tokens or 0)
+            weighted = output.loss * count
+            loss_sum = weighted if loss_sum is None else loss_sum + weighted
+            tokens += count
+        if return_embeddings:
+            assert output.embeddings is not None and output.cut_index is not None
+            rows: dict[int, list[int]] = {}
+            for row, (document, _) in enumerate(output.cut_index):
+                rows.setdefault(group[document], []).append(row)
+            for index, row_ids in rows.items():
+                pieces[index] = output.embeddings[row_ids]
+    loss = None if loss_sum is None else loss_sum / max(tokens, 1)
+    embeddings = torch.cat([pieces[i] for i in range(len(documents))]) if return_embeddings else None
+    return GroupedOutput(loss, tokens, embeddings, slices, cuts)
+
+
 def compute_losses(
     model: torch.nn.Module,
     processor: Any,
@@ -127,27 +234,26 @@ def compute_losses(
     stage, L_d over the global batch of sampled prefixes."""
     documents = [[load_image(s) if not isinstance(s, str) else s for s in segments] for _, segments, _ in examples]
     targets = [list(t) for _, _, t in examples] if config.use_generative_loss else None
-    batch = processor(documents, targets=targets, max_length=config.max_length).to(device)
     sugar_stage = config.stage == "sugar"
-    cuts = None
-    if sugar_stage:
-        seeds = [document_seed(config.seed, step, example.id) for example, _, _ in examples]
-        cuts = sample_cut_points([len(s) for s in batch.slices], config.prefixes_per_document, seeds)
-    output = model(batch, cut_points=cuts, return_embeddings=sugar_stage)
+    seeds = [document_seed(config.seed, step, example.id) for example, _, _ in examples] if sugar_stage else None
+    output = forward_in_length_groups(
+        model, processor, documents, targets, seeds, config.prefixes_per_document, config.max_length
+    )
     scale = float(world_size())  # DDP averages gradients over processes; the losses below are global
     total = torch.zeros((), device=device)
     generative = None
     if config.use_generative_loss:
         # Token-weighted over the global batch: this process's share of the global mean.
-        local_tokens = torch.tensor(float(output.label_tokens or 0), device=device)
+        local_tokens = torch.tensor(float(output.label_tokens), device=device)
         global_tokens = all_reduce_sum(local_tokens).clamp_min(1.0)
         share = output.loss * (local_tokens / global_tokens) if output.loss is not None else total
         total = total + share * scale
         generative = all_reduce_sum(share)
     discriminative = None
     if sugar_stage:
-        assert teacher is not None and cuts is not None
-        local = prefix_slices(batch, cuts, teacher, document_offset=rank * len(examples))
+        assert teacher is not None and output.embeddings is not None
+        ids = [example.id for example, _, _ in examples] if config.pair_target == "one" else None
+        local = prefix_slices(output.slices, output.cuts, teacher, document_offset=rank * len(examples), document_ids=ids)
         prefixes = gather_prefixes(local, device)
         targets_matrix = alignment_targets(
             prefixes, teacher.kernel, delta=config.delta, structure=config.target_structure
@@ -218,10 +324,15 @@ def build_model(config: TrainConfig, corpus: Callable[[], list[str]]) -> Any:
         model = SugarModel.from_preset(config.model, tokenizer_corpus=corpus(), **{**config.model_overrides, **cache})
     if config.lora:
         model.enable_lora(r=config.lora_r, alpha=config.lora_alpha)
-    if config.stage == "base":
+    if config.stage != "sugar":
         # the base model is generative only: its retrieval head stays at initialisation
         for parameter in model.retrieval_parameters():
             parameter.requires_grad_(False)
+    if config.stage == "align":
+        # LLaVA's first stage: only the projector learns to map image features into the frozen LM
+        projector = {id(p) for p in model.backbone.projector_module().parameters()}
+        for parameter in model.parameters():
+            parameter.requires_grad_(id(parameter) in projector)
     return model
 
 
@@ -328,6 +439,10 @@ def train(config: TrainConfig, resume: bool = False, show_progress: bool | None 
                 }
             )
             window_documents, window_start = 0, now
+        if done in config.save_models_at and done != config.steps and accelerator.is_main_process:
+            snapshot = output_dir / "snapshots" / f"step-{done}"
+            if not snapshot.is_dir():
+                accelerator.unwrap_model(model).save_pretrained(snapshot)
         if done % config.checkpoint_every == 0 or done == config.steps:
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:
