@@ -18,12 +18,12 @@ from tiny_model import tiny_model_config  # noqa: E402
 
 def tiny_overrides() -> list[str]:
     model = json.dumps(tiny_model_config(256))
-    return [f"model_overrides={model}", "log_every=1", "checkpoint_every=2"]
+    return ["model=tiny", f"model_overrides={model}", "log_every=1", "checkpoint_every=2"]
 
 
 def settings(out: Path, **values: object) -> DemoSettings:
     return DemoSettings(
-        out=out, scale="small", base_steps=2, sugar_steps=2, qa_questions=8, overrides=tiny_overrides(),
+        out=out, scale="small", align_steps=2, base_steps=2, sugar_steps=2, qa_questions=4, overrides=tiny_overrides(),
         progress=False, **values,  # type: ignore[arg-type]
     )
 

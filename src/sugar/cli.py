@@ -20,6 +20,7 @@ COMMAND_MODULES: dict[str, str] = {
     "generate": "sugar.retrieval.cli",
     "demo": "sugar.demo",
     "ablate": "sugar.ablate",
+    "curve": "sugar.curve",
     "eval": "sugar.eval.cli",
 }
 

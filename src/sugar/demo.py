@@ -18,8 +18,20 @@ from typing import Any, Callable
 
 from sugar.fileio import atomic_write_text
 
-DEMO_STEPS = {"base": 200, "sugar": 200}
-DEMO_STAGES = ("world", "teachers", "base", "sugar", "evaluation", "pictures")
+# The demo's training recipe, stage by stage (TrainConfig overrides). SmolLM2-135M-Instruct behind
+# the frozen EfficientNet-Lite0 tower, as the paper fine-tunes a pretrained MLLM:
+# align: the projector alone on caption pairs (LM frozen); base: generative tuning with LoRA on
+# captions, one story, VQA and knowledge-base questions answered from their gold document;
+# sugar: from base, L_g + alpha * L_d with caption pairs (each in both orders) in every batch.
+DEMO_RECIPE: dict[str, dict[str, str]] = {
+    "align": {"mix": "{captions: 16}", "steps": "100", "learning_rate": "1.0e-3"},
+    "base": {"mix": "{captions: 8, stories: 1, vqa: 6, rag: 2}", "steps": "250", "learning_rate": "5.0e-4"},
+    "sugar": {"mix": "{captions: 16, vqa: 2, rag: 2}", "steps": "500", "learning_rate": "5.0e-4"},
+}
+DEMO_STEPS = {stage: int(recipe["steps"]) for stage, recipe in DEMO_RECIPE.items()}
+QUICK_STEPS = {"align": 20, "base": 40, "sugar": 40}
+TRAIN_STAGES = tuple(DEMO_RECIPE)
+DEMO_STAGES = ("world", "teachers", *TRAIN_STAGES, "evaluation", "pictures")
 
 
 @dataclass
@@ -28,10 +40,11 @@ class DemoSettings:
     seed: int = 0
     scale: str = "default"
     config: Path | None = None  # a TrainConfig YAML; default: TrainConfig's defaults (= configs/tiny.yaml)
-    base_steps: int | None = None  # None: DEMO_STEPS (or the config file's steps)
+    align_steps: int | None = None  # None: DEMO_RECIPE (or the config file's steps)
+    base_steps: int | None = None
     sugar_steps: int | None = None
     overrides: list[str] = field(default_factory=list)
-    qa_questions: int = 300
+    qa_questions: int = 200  # VQA questions, and POPE questions per negative type
     # The teacher fit reads one caption per training image: 3x less text to encode for a small
     # loss on val (selection score 0.433 against 0.468 with all five), measured on the default world.
     teacher_captions_per_image: int | None = 1
@@ -40,13 +53,8 @@ class DemoSettings:
     # the same 4000, whose teacher features are then already cached.
     caption_images: int = 4000
     teacher_eval_images: int = 500
-    # The base stage is generative: captions, stories, VQA, and knowledge-base questions answered
-    # from their gold document (so the model learns to read retrieved context). The sugar stage
-    # draws more caption pairs per batch (each in both orders): where L_d matches images and texts.
-    # Sized so the whole demo stays within 15 minutes on 2 CPU cores.
-    base_mix: str = "{captions: 8, stories: 2, vqa: 4, rag: 2}"
-    sugar_mix: str = "{captions: 24, stories: 2, vqa: 2, rag: 2}"
     progress: bool = True
+    quick: bool = False  # a first look: the small world and a few steps per stage (numbers labelled so)
 
 
 def _timed(stages: dict[str, float], name: str, work: Callable[[], Any]) -> Any:
@@ -81,12 +89,9 @@ def train_stage(settings: DemoSettings, stage: str, extra: list[str], folder: st
 
     if (model_dir / CONFIG_NAME).is_file():  # save_pretrained renames the finished folder into place
         return model_dir
-    # the demo's sizes apply unless a config file or KEY=VALUE overrides say otherwise
-    defaults = [] if settings.config is not None else [
-        f"mix={settings.base_mix if stage == 'base' else settings.sugar_mix}",
-        f"steps={DEMO_STEPS[stage]}",
-    ]
-    steps = settings.base_steps if stage == "base" else settings.sugar_steps
+    # the demo's recipe applies unless a config file or KEY=VALUE overrides say otherwise
+    defaults = [] if settings.config is not None else [f"{k}={v}" for k, v in DEMO_RECIPE[stage].items()]
+    steps = {"align": settings.align_steps, "base": settings.base_steps, "sugar": settings.sugar_steps}[stage]
     overrides = [
         f"stage={stage}",
         f"world={out / 'world'}",
@@ -105,56 +110,83 @@ def train_stage(settings: DemoSettings, stage: str, extra: list[str], folder: st
     return train(config, resume=resume, show_progress=settings.progress)
 
 
+DEMO_BENCHES = ("retrieval", "interleaved", "winoground", "qa", "rag")
+
+
+def summarise(results: dict[str, dict[str, Any]], encoder: str) -> dict[str, Any]:
+    """One model's scores in the report's layout, from `run_benchmarks` results.
+
+    `encoder="model"` reads the MLLM's own rows; `"teacher"` the CLIP-style teacher's rows
+    (embedding benchmarks only: the teacher does not generate).
+    """
+
+    def pick(bench: str) -> dict[str, Any] | None:
+        found = results.get(bench)
+        if found is None:
+            return None
+        return found if encoder == "model" else found.get("teacher")
+
+    summary: dict[str, Any] = {}
+    if (retrieval := pick("retrieval")) is not None:
+        summary["retrieval"] = {"t2i": retrieval["t2i"], "i2t": retrieval["i2t"]}
+    if (interleaved := pick("interleaved")) is not None:
+        summary["interleaved"] = {
+            "5c": interleaved["captions_only"],
+            "5c4i": interleaved["captions_and_images"],
+            "1c": interleaved["last_caption"],
+        }
+    if (winoground := pick("winoground")) is not None:
+        summary["winoground"] = {k: winoground[k] for k in ("text", "image", "group")}
+    if encoder == "model" and "qa" in results:
+        qa = results["qa"]
+        summary["qa"] = {**qa.get("vqa", {}), "metric": "normalised exact match of the reference answer (open VQA)"}
+        pope = qa.get("pope", {})
+        summary["pope"] = {
+            "f1": pope.get("average", {}).get("f1"),
+            "accuracy": pope.get("average", {}).get("accuracy"),
+            "by_type": {k: v for k, v in pope.items() if k != "average"},
+        }
+    if encoder == "model" and "rag" in results:
+        rag = results["rag"]
+        rows = {"none": "no_retrieval", "self_k1": "self_k1", "self_k3": "self_k3", "teacher_k1": "teacher_k1", "oracle": "oracle"}
+        summary["rag"] = {"answered": rag["answered"], "metric": "the short answer appears in the reply"}
+        for key, row in rows.items():
+            if row not in rag["rows"]:
+                continue
+            scores = rag["rows"][row]
+            entry: dict[str, Any] = {"accuracy": scores["contains_answer"], "exact_match": scores["exact_match"]}
+            retriever = row.split("_k")[0]
+            if retriever in rag["retrieval"]:
+                entry["hit@1"] = rag["retrieval"][retriever]["hit@1"]
+            summary["rag"][key] = entry
+    return summary
+
+
 def evaluate_all(settings: DemoSettings) -> dict[str, Any]:
-    """The first evaluation on held-out data: both MLLMs and the CLIP-style teacher baseline."""
-    from sugar.data import load_coco_karpathy, load_llava_conversations, load_winoground
-    from sugar.eval.benchmarks import (
-        ModelEncoder,
-        TeacherEncoder,
-        evaluate_qa,
-        evaluate_retrieval,
-        evaluate_winoground,
-        spread,
-    )
+    """Held-out test split: both MLLMs on every demo benchmark, the CLIP-style teacher beside them."""
+    from sugar.eval.suite import run_benchmarks
     from sugar.models import SugarModel
     from sugar.teachers import TeacherSuite
 
     world = settings.out / "world"
-    captions = load_coco_karpathy(world / "captions" / "dataset_coco.json", world, split="test")
-    winoground = load_winoground(world / "winoground" / "test.jsonl", world / "images")
-    conversations = load_llava_conversations(world / "instruct" / "test.json", world)
-    # evenly spread through the file: its mix of VQA and POPE questions (the first N by id were
-    # all POPE-adversarial, where always answering "yes" scores 50%)
-    conversations = spread(conversations, settings.qa_questions)
-
-    results: dict[str, Any] = {}
     cache = settings.out / "eval"
     cache.mkdir(parents=True, exist_ok=True)
+    teacher = TeacherSuite.load(settings.out / "teachers")
+    raw: dict[str, Any] = {}
     for name in ("base", "sugar"):
         path = cache / f"{name}.json"
         if path.is_file():
-            results[name] = json.loads(path.read_text())
+            raw[name] = json.loads(path.read_text())
             continue
         # both models share one frozen tower: its features are computed once for the two of them
         model = SugarModel.from_pretrained(settings.out / name / "model", vision_cache_dir=str(settings.out / "vision-cache"))
-        model.eval()
-        encoder = ModelEncoder(model, show_progress=settings.progress)
-        results[name] = {
-            "retrieval": evaluate_retrieval(encoder, captions),
-            "winoground": evaluate_winoground(encoder, winoground),
-            "qa": evaluate_qa(model, conversations, show_progress=settings.progress),
-        }
-        atomic_write_text(path, json.dumps(results[name], indent=2))
-    path = cache / "teacher.json"
-    if path.is_file():
-        results["teacher"] = json.loads(path.read_text())
-    else:
-        encoder = TeacherEncoder(TeacherSuite.load(settings.out / "teachers"))
-        results["teacher"] = {
-            "retrieval": evaluate_retrieval(encoder, captions),
-            "winoground": evaluate_winoground(encoder, winoground),
-        }
-        atomic_write_text(path, json.dumps(results["teacher"], indent=2))
+        raw[name] = run_benchmarks(
+            model, world, DEMO_BENCHES, split="test", teachers_dir=teacher,
+            limits={"qa": settings.qa_questions}, show_progress=settings.progress,
+        )
+        atomic_write_text(path, json.dumps(raw[name], indent=2))
+    results = {"base": summarise(raw["base"], "model"), "sugar": summarise(raw["sugar"], "model")}
+    results["teacher"] = summarise(raw["sugar"], "teacher")
     return results
 
 
@@ -196,7 +228,8 @@ def prepare_models(
                 progress=settings.progress,
             ),
         )
-    record("base", lambda: train_stage(settings, "base", []))
+    record("align", lambda: train_stage(settings, "align", []))
+    record("base", lambda: train_stage(settings, "base", [f"init_from={out / 'align' / 'model'}"]))
     if with_sugar:
         record("sugar", lambda: train_stage(settings, "sugar", [f"init_from={out / 'base' / 'model'}"]))
 
@@ -216,7 +249,20 @@ def run_demo(settings: DemoSettings) -> Path:
 
     config = json.loads((out / "sugar" / "config.json").read_text())
     teacher_fit = out / "teachers" / "metrics.json"
+    import resource
+
+    model_config = json.loads((out / "sugar" / "model" / "sugar_config.json").read_text())
     metrics = {
+        "quick": settings.quick,
+        "model": {
+            "preset": model_config.get("preset"),
+            "lm": "SmolLM2-135M-Instruct" if model_config.get("lm") == "smollm2" else model_config.get("lm"),
+            "vision_tower": model_config.get("vision_tower"),
+            "lora_r": model_config.get("lora_r"),
+        },
+        "stages": stages,
+        # this process only: a re-run that reuses finished stages reports what it did itself
+        "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
         "models": results,
         "teacher_fit": json.loads(teacher_fit.read_text()) if teacher_fit.is_file() else None,
         "config": config,
@@ -240,30 +286,45 @@ def register(subparsers: Any) -> None:
             "write OUT/report.md and OUT/metrics.json. Finished stages are reused on a re-run."
         ),
     )
-    parser.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    parser.add_argument("--out", help="output folder (default runs/demo; runs/demo-quick with --quick)")
+    parser.add_argument(
+        "--quick", action="store_true",
+        help=f"a first look in about 10 minutes: the small world, {QUICK_STEPS} steps per stage; its numbers are labelled as such",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the world and of training")
-    parser.add_argument("--scale", default="default", choices=["small", "default"], help="world size")
+    parser.add_argument("--scale", choices=["small", "default"], help="world size (default: default; small with --quick)")
     parser.add_argument("--config", help="TrainConfig YAML for both stages (default: built-in = configs/tiny.yaml)")
+    parser.add_argument("--align-steps", type=int, help="override the align stage's steps")
     parser.add_argument("--base-steps", type=int, help="override the base stage's steps")
     parser.add_argument("--sugar-steps", type=int, help="override the sugar stage's steps")
-    parser.add_argument("--qa-questions", type=int, default=300, help="test questions answered per model")
+    parser.add_argument(
+        "--qa-questions", type=int, help="VQA questions, and POPE questions per negative type, per model (default 200)"
+    )
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="TrainConfig overrides for both stages")
     parser.set_defaults(func=_run)
 
 
 def _run(args: Any) -> int:
+    quick = bool(args.quick)
+
+    def steps(stage: str) -> int | None:
+        given = getattr(args, f"{stage}_steps")
+        return given if given is not None or not quick else QUICK_STEPS[stage]
+
     report = run_demo(
         DemoSettings(
-            out=Path(args.out),
+            out=Path(args.out or ("runs/demo-quick" if quick else "runs/demo")),
             seed=args.seed,
-            scale=args.scale,
+            scale="small" if quick and args.scale is None else args.scale or "default",
             config=Path(args.config) if args.config else None,
-            base_steps=args.base_steps,
-            sugar_steps=args.sugar_steps,
+            align_steps=steps("align"),
+            base_steps=steps("base"),
+            sugar_steps=steps("sugar"),
             overrides=list(args.overrides),
-            qa_questions=args.qa_questions,
+            qa_questions=args.qa_questions if args.qa_questions is not None else (50 if quick else 200),
             progress=not args.no_progress,
+            quick=quick,
         )
     )
     print(f"report: {report}")

@@ -530,3 +530,50 @@ def plot_metric_bars(results: dict[str, dict[str, tuple[float, float]]], out: Pa
     ax.set_title(_plain(title))
     figure.legend(fontsize=8, loc="outside right upper")
     return _save(figure, out)
+
+
+# ----------------------------------------------------------------------------- learning curves
+
+CURVE_PANELS: tuple[str, ...] = ("T->I R@5", "VIST 5c+4i R@5", "VQA acc", "POPE F1")
+
+
+def plot_learning_curves(
+    scores: Mapping[str, Mapping[int, Mapping[str, float | None]]],
+    teacher: Mapping[str, float],
+    losses: Mapping[str, Mapping[str, Sequence[float]]],
+    out: Path,
+) -> Path:
+    """Val scores against Sugar steps (one line per variant, the teacher dashed), and L_g beside
+    alpha * L_d: where the curve flattens is where more steps stop paying."""
+    out = _check_out(out)
+    if not scores:
+        raise ValueError("scores: no variant to draw")
+    variants = list(scores)
+    colour = dict(zip(variants, _colours(len(variants))))
+    figure = Figure(figsize=(4.0 * (len(CURVE_PANELS) + 1), 3.8), layout="constrained")
+    axes = figure.subplots(1, len(CURVE_PANELS) + 1)
+    for ax, metric in zip(axes, CURVE_PANELS):
+        ax.set_title(f"val {metric} (%)")
+        ax.set_xlabel("Sugar steps")
+        ax.grid(True, alpha=0.3)
+        for variant, rows in scores.items():
+            points = sorted((step, row.get(metric)) for step, row in rows.items() if row.get(metric) is not None)
+            if points:
+                ax.plot([p for p, _ in points], [100 * v for _, v in points], marker="o", markersize=3,
+                        color=colour[variant], label=_plain(variant))
+        if metric in teacher:
+            ax.axhline(100 * teacher[metric], color="grey", linestyle="--", linewidth=1, label="teacher")
+        ax.legend(fontsize=8)
+    ax = axes[-1]
+    ax.set_title("L_g and alpha * L_d (train)")
+    ax.set_xlabel("Sugar steps")
+    ax.grid(True, alpha=0.3)
+    for variant, series in losses.items():
+        steps = list(series.get("step", []))
+        for name, style in (("L_g", "-"), ("alpha L_d", ":")):
+            values = list(series.get(name, []))
+            if steps and values:
+                ax.plot(steps, values, linestyle=style, color=colour.get(variant, "black"), label=_plain(f"{variant} {name}"))
+    if ax.lines:
+        ax.legend(fontsize=7)
+    return _save(figure, out)

@@ -45,12 +45,51 @@ def winoground_table(models: dict[str, Any]) -> list[str]:
     return lines
 
 
+def interleaved_table(models: dict[str, Any]) -> list[str]:
+    lines = [
+        "| model | 5c R@1 | 5c R@5 | 5c R@10 | 5c+4i R@1 | 5c+4i R@5 | 5c+4i R@10 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, result in models.items():
+        cells = [_pct(_get(result, "interleaved", p, f"r@{k}")) for p in ("5c", "5c4i") for k in (1, 5, 10)]
+        lines.append(f"| {MODEL_NAMES.get(name, name)} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def qa_table(models: dict[str, Any]) -> list[str]:
-    lines = ["| model | QA accuracy (exact match) | questions |", "|---|---|---|"]
+    types = sorted({t for r in models.values() for t in (_get(r, "pope", "by_type") or {})})
+    lines = [
+        "| model | VQA accuracy | questions | POPE F1 (mean) | " + " | ".join(f"POPE F1 {t}" for t in types) + " |",
+        "|---|---|---|---|" + "---|" * len(types),
+    ]
     for name, result in models.items():
         if _get(result, "qa") is None:
             continue
-        lines.append(f"| {MODEL_NAMES.get(name, name)} | {_pct(_get(result, 'qa', 'accuracy'))} | {_get(result, 'qa', 'count')} |")
+        per_type = [_pct(_get(result, "pope", "by_type", t, "f1")) for t in types]
+        lines.append(
+            f"| {MODEL_NAMES.get(name, name)} | {_pct(_get(result, 'qa', 'accuracy'))} | {_get(result, 'qa', 'count')} | "
+            f"{_pct(_get(result, 'pope', 'f1'))} | " + " | ".join(per_type) + " |"
+        )
+    return lines
+
+
+RAG_ROWS = {
+    "none": "no retrieval",
+    "self_k1": "own retrieval, k=1",
+    "self_k3": "own retrieval, k=3",
+    "teacher_k1": "teacher as retriever, k=1",
+    "oracle": "oracle (gold document)",
+}
+
+
+def rag_table(models: dict[str, Any]) -> list[str]:
+    lines = ["| model | " + " | ".join(RAG_ROWS.values()) + " | own hit@1 | teacher hit@1 |", "|---|" + "---|" * (len(RAG_ROWS) + 2)]
+    for name, result in models.items():
+        if _get(result, "rag") is None:
+            continue
+        cells = [_pct(_get(result, "rag", row, "accuracy")) for row in RAG_ROWS]
+        hits = [_pct(_get(result, "rag", row, "hit@1")) for row in ("self_k1", "teacher_k1")]
+        lines.append(f"| {MODEL_NAMES.get(name, name)} | " + " | ".join(cells + hits) + " |")
     return lines
 
 
@@ -59,9 +98,11 @@ def write_demo_report(out: Path, metrics: dict[str, Any]) -> Path:
     config = metrics.get("config", {})
     times = metrics.get("wall_time_seconds", {})
     fit = metrics.get("teacher_fit") or {}
+    quick = metrics.get("quick", False)
     lines = [
-        "# Sugar demo report",
+        "# Sugar demo report" + (" (QUICK LOOK: a few training steps, not the demo's numbers)" if quick else ""),
         "",
+        f"Model: `{_get(metrics, 'model', 'lm')}` behind a frozen `{_get(metrics, 'model', 'vision_tower')}` tower. "
         f"World scale `{metrics.get('world_scale')}`, seed {metrics['seeds']['world']}; "
         f"all numbers in percent on the world's held-out **test** split.",
         "",
@@ -76,9 +117,21 @@ def write_demo_report(out: Path, metrics: dict[str, Any]) -> Path:
         "Scores as in Winoground: *text* = each image prefers its own caption, *image* = each caption "
         "prefers its own image, *group* = both.",
         "",
-        "## Question answering (generation)",
+        "## Interleaved retrieval (VIST-style: a story's 5 captions, or 5 captions and 4 images, -> its last image)",
+        "",
+        *interleaved_table(models),
+        "",
+        "## Question answering (generation): open VQA and POPE yes/no per negative type",
         "",
         *qa_table(models),
+        "",
+        "## Knowledge-base questions (RAG): the model answers with what it retrieves itself",
+        "",
+        *rag_table(models),
+        "",
+        "Accuracy: the short answer (a creature's name, colour or shape) appears in the reply; hit@1: "
+        "a gold document is the top retrieved one. The teacher rows use the teacher as retriever and the "
+        "same MLLM as reader.",
         "",
         "## How to read this",
         "",
@@ -102,9 +155,11 @@ def write_demo_report(out: Path, metrics: dict[str, Any]) -> Path:
         "|---|---|",
         *[f"| {stage} | {seconds} |" for stage, seconds in times.items()],
         "",
+        f"Peak memory (resident set): {metrics.get('peak_rss_gb')} GB.",
+        "",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in metrics.get("versions", {}).items()),
         "",
-        "Full numbers (per-tag Winoground, POPE where present): `metrics.json`.",
+        "Full numbers (per-tag Winoground, POPE precision / recall, RAG exact match): `metrics.json` and `eval/`.",
         "",
     ]
     path = out / "report.md"

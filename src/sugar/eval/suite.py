@@ -355,6 +355,7 @@ def _bench_rag(ctx: _Context) -> dict[str, Any]:
         load_llava_conversations(questions_path, world),
         load_interleaved(kb_path, world),
         external=external,
+        ks=(1, 3),
         generate_count=ctx.limit,
         max_new_tokens=MAX_NEW_TOKENS["rag"],
         batch_size=ctx.batch_size,
@@ -428,6 +429,7 @@ def run_benchmarks(
     teachers_dir: Any = None,
     limit: int | None = None,
     *,
+    limits: dict[str, int | None] | None = None,
     data: str | Path | None = None,
     image_root: str | Path | None = None,
     batch_size: int = 32,
@@ -439,6 +441,7 @@ def run_benchmarks(
     `teachers_dir` (a `sugar teachers fit` folder or a loaded TeacherSuite) adds the CLIP-style
     teacher as a baseline encoder (key "teacher") and as RAG's external retriever. `limit`:
     None = `DEFAULT_LIMITS`, 0 = every item, N = at most N items per benchmark (per POPE type).
+    `limits` sets it per benchmark (same meaning), over `limit`.
     `data` runs one of the `DATA_BENCHES` on a real dataset file instead of the world.
     """
     names = expand_benches(benches)
@@ -461,7 +464,7 @@ def run_benchmarks(
     model = load_model(model_dir_or_model, device)
     results: dict[str, dict[str, Any]] = {}
     for name in names:
-        resolved = resolve_limit(name, limit)
+        resolved = resolve_limit(name, (limits or {}).get(name, limit))
         ctx = _Context(
             model=model,
             teacher=teacher,
@@ -478,7 +481,7 @@ def run_benchmarks(
         results[name] = {
             "bench": name,
             "split": split,
-            "limit": {"value": resolved, "default": limit is None, "rule": _limit_rule(name, resolved)},
+            "limit": {"value": resolved, "default": (limits or {}).get(name, limit) is None, "rule": _limit_rule(name, resolved)},
             **result,
             "seconds": round(time.perf_counter() - started, 1),
         }
