@@ -253,6 +253,9 @@ def register(subparsers: Any) -> None:
 
 
 def _run(args: Any) -> int:
+    from sugar.checks import check_demo_arguments
+
+    check_demo_arguments(args)  # before any stage runs
     report = run_demo(
         DemoSettings(
             out=Path(args.out),
