@@ -295,7 +295,7 @@ def test_index_build_replaces_only_its_own_earlier_index(lab: Lab, tmp_path: Pat
 
 
 def test_rag_with_the_indexed_documents_still_works(lab: Lab, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(lab.expand([*RAG, "--documents", "{docs_jsonl}", "-k", "2", "--max-new-tokens", "3"])) == 0
+    assert main(lab.expand([*RAG, "--documents", "{docs_jsonl}", "-k", "1", "--max-new-tokens", "3"])) == 0
     assert '"retrieved"' in capsys.readouterr().err
 
 
