@@ -236,13 +236,13 @@ def train(config: TrainConfig, resume: bool = False, show_progress: bool | None 
     from sugar.train.examples import load_world_examples, tokenizer_corpus
 
     config.validate()
+    accelerator = Accelerator(gradient_accumulation_steps=config.gradient_accumulation)
+    set_seed(config.seed)
     output_dir = Path(config.output_dir)
     checkpoints = output_dir / "checkpoints"
     final_dir = output_dir / "model"
     check_paths(config)  # before any work: inputs exist, --resume has a matching checkpoint
     resume_from = resume_point(checkpoints, config, resume)
-    accelerator = Accelerator(gradient_accumulation_steps=config.gradient_accumulation)
-    set_seed(config.seed)
 
     pools = load_world_examples(
         Path(config.world), split="train", kinds=[k for k, v in config.mix.items() if v],
