@@ -82,9 +82,9 @@ def test_cut_points_always_include_the_last_slice() -> None:
 def test_config_overrides_and_errors(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("stage: base\nsteps: 5\nmix: {captions: 2, vqa: 2}\n")
-    config = load_config(path, ["alpha=0.25", "mix.vqa=0", "model_overrides.hidden_size=64"])
+    config = load_config(path, ["alpha=0.25", "mix.vqa=0", "model_overrides.head_dim=64"])
     assert config.stage == "base" and config.steps == 5 and config.alpha == 0.25
-    assert config.mix == {"captions": 2, "vqa": 0} and config.model_overrides == {"hidden_size": 64}
+    assert config.mix == {"captions": 2, "vqa": 0} and config.model_overrides == {"head_dim": 64}
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['stpes'\]"):
         load_config(path, ["stpes=3"])
     with pytest.raises(ValueError, match="mix must map"):

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sugar.checks import UsageError
 from sugar.fileio import atomic_write_bytes, atomic_write_text
 
 # variant -> TrainConfig overrides of the sugar stage ("base" is the base model itself)
@@ -415,8 +416,25 @@ def register(subparsers: Any) -> None:
 
 
 def _run(args: Any) -> int:
+    import re
+
+    from sugar.checks import check_output_dir, check_training_options, creatable
+
     if args.seeds < 1:
-        raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+        raise UsageError(f"--seeds: expected an integer >= 1, found {args.seeds}")
+    if args.steps is not None and args.steps < 1:
+        raise UsageError(f"--steps: expected an integer >= 1, found {args.steps}")
+    if args.seed_ids and min(args.seed_ids) < 0:
+        raise UsageError(f"--seed-ids: expected integers >= 0, found {min(args.seed_ids)}")
+    check_output_dir(
+        args.out, "--out", what="an earlier ablation (seedN folders)",
+        own=lambda folder: all(re.fullmatch(r"seed\d+", p.name) or p.name.startswith(".") for p in folder.iterdir()),
+    )
+    results = Path(args.results)
+    if results.is_file():
+        raise UsageError(f"--results {results}: expected a folder, found a file")
+    creatable(results / "ablation.md", "--results")
+    check_training_options(None, list(args.overrides))
     settings = AblationSettings(
         out=Path(args.out),
         results=Path(args.results),

@@ -306,7 +306,11 @@ def register(subparsers: Any) -> None:
 
 
 def _run(args: Any) -> int:
+    from sugar.checks import check_demo_arguments
+
     quick = bool(args.quick)
+    args.out = args.out or ("runs/demo-quick" if quick else "runs/demo")
+    check_demo_arguments(args)  # before any stage runs
 
     def steps(stage: str) -> int | None:
         given = getattr(args, f"{stage}_steps")
@@ -314,7 +318,7 @@ def _run(args: Any) -> int:
 
     report = run_demo(
         DemoSettings(
-            out=Path(args.out or ("runs/demo-quick" if quick else "runs/demo")),
+            out=Path(args.out),
             seed=args.seed,
             scale="small" if quick and args.scale is None else args.scale or "default",
             config=Path(args.config) if args.config else None,

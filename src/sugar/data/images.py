@@ -7,6 +7,9 @@ page background of web images) rather than dropped, which would turn them black.
 Truncated files are detected because Pillow refuses to decode them while
 `PIL.ImageFile.LOAD_TRUNCATED_IMAGES` is False (its default); code that sets it True accepts
 grey-filled partial images everywhere, this module included.
+
+Camera photos store pixels in sensor order with an EXIF Orientation tag; like photo viewers,
+decoding applies it (`ImageOps.exif_transpose`), so a portrait photo reaches the model upright.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from sugar.data.errors import ImageLoadError
 
@@ -57,16 +60,16 @@ def to_rgb(image: Image.Image) -> Image.Image:
 def open_rgb(path: Path) -> Image.Image:
     """Decode the whole file at `path` to an in-memory RGB image.
 
-    Raises ImageLoadError naming the file when it is missing, not an image, corrupt or truncated.
+    EXIF orientation is applied. Raises ImageLoadError naming the file when it is missing, not
+    an image, corrupt or truncated.
     """
     if not path.is_file():
         raise ImageLoadError(f"image file not found: {path}")
     try:
         with Image.open(path) as opened:
             opened.load()  # decodes every byte: this is where truncation is detected
-            rgb = to_rgb(opened)
-            if rgb is opened:
-                rgb = opened.copy()  # closing the file invalidates the opened image
+            upright = ImageOps.exif_transpose(opened)  # a new image: it outlives the closed file
+            rgb = to_rgb(upright)
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as error:
         raise ImageLoadError(f"cannot decode image file {path}: {error}") from error
     return rgb

@@ -6,6 +6,20 @@ import argparse
 import shlex
 from pathlib import Path
 
+from sugar.checks import (
+    UsageError,
+    check_device,
+    check_model_dir,
+    check_output_dir,
+    check_teachers_dir,
+    check_world_dir,
+    existing_dir,
+    non_negative_int,
+    positive_int,
+)
+
+PICTURES = ("mmvp_patterns.png", "webqa_position.png")
+
 BENCH_HELP = (
     "benchmark(s) to run, comma-separated or repeated: retrieval (image-text R@k), interleaved (VIST "
     "protocol R@k), winoground, mmvp (per-pattern, by embeddings and by likelihood of the two choices), "
@@ -38,15 +52,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--world", help="a built world folder (`sugar world --out DIR`); needed unless --data is given")
     parser.add_argument("--data", help="run one benchmark on a real dataset file instead of the world (see below)")
     parser.add_argument("--image-root", help="image folder for --data (default depends on the format, see below)")
-    parser.add_argument("--split", default="test", help="split to evaluate (default test)")
+    parser.add_argument("--split", default="test", help="split to evaluate: train, val or test of a world (default test)")
     parser.add_argument(
         "--teachers", help="a `sugar teachers fit` folder: adds the CLIP-style teacher baseline and RAG's external retriever"
     )
-    parser.add_argument("--out", default="runs/eval", help="output folder (default runs/eval)")
     parser.add_argument(
-        "--limit", type=int, help="at most N items per benchmark (per POPE type); 0 = every item; default: per-benchmark"
+        "--out", default="runs/eval",
+        help="output folder (default runs/eval); a folder holding other files of the same names is refused",
     )
-    parser.add_argument("--batch-size", type=int, default=32, help="documents per forward pass (default 32)")
+    parser.add_argument(
+        "--limit", type=non_negative_int, help="at most N items per benchmark (per POPE type); 0 = every item; default: per-benchmark"
+    )
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="documents per forward pass (default 32)")
     parser.add_argument("--device", help="torch device, e.g. cuda (default cpu)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=run_eval)
@@ -56,8 +73,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from sugar.eval.suite import expand_benches, run_benchmarks, write_results
 
     benches = expand_benches(args.bench or ["all"])
-    if args.world is None and args.data is None:
-        raise ValueError("give --world DIR (a built world) or --data PATH (a real dataset file)")
+    _check_arguments(args, benches)
     results = run_benchmarks(
         args.model,
         args.world,
@@ -76,6 +92,29 @@ def run_eval(args: argparse.Namespace) -> int:
         print(f"{name}: {result['seconds']} s -> {Path(args.out) / (name + '.json')}")
     print(f"results: {report}")
     return 0
+
+
+def _check_arguments(args: argparse.Namespace, benches: list[str]) -> None:
+    """Every path and the output folder, before the model loads: a wrong --out must not cost the results."""
+    check_model_dir(args.model)
+    if args.world is None and args.data is None:
+        raise UsageError("--world/--data: expected a built world folder or a real dataset file, found neither")
+    if args.world is not None:
+        check_world_dir(args.world)
+        if args.data is None and args.split not in ("train", "val", "test"):
+            raise UsageError(f"--split: expected train, val or test (the world's splits), found {args.split!r}")
+    if args.data is not None and not Path(args.data).exists():
+        raise UsageError(f"--data {args.data}: file or folder not found")
+    if args.image_root is not None:
+        existing_dir(args.image_root, "--image-root")
+    if args.teachers is not None:
+        check_teachers_dir(args.teachers)
+    check_device(args.device)
+    written = {f"{name}.json" for name in benches} | {"results.md", *PICTURES}
+    check_output_dir(
+        args.out, "--out", what="an earlier evaluation (results.md) or a folder without files of the names it writes",
+        own=lambda folder: (folder / "results.md").is_file() or not any((folder / name).exists() for name in written),
+    )
 
 
 def _command(args: argparse.Namespace, benches: list[str]) -> str:

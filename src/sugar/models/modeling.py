@@ -29,12 +29,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from transformers.utils import ModelOutput
 
+from sugar.checks import check_finite_parameters, read_weights
 from sugar.models.backbones import Backbone, build_backbone, mlp
 from sugar.models.config import SugarConfig, preset_config
 from sugar.models.processor import (
@@ -189,14 +190,23 @@ class SugarModel(nn.Module):
             raise ValueError(
                 f"from_pretrained cannot override architecture fields {refused}; allowed: {sorted(RELOAD_OVERRIDES)}"
             )
-        config = SugarConfig.load(path).replace(**overrides)
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        # a cache folder is where one run kept features, not part of the model: never inherit it
+        config = SugarConfig.load(path).replace(**{"vision_cache_dir": None, **overrides})
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path)
+        except (OSError, ValueError, TypeError) as error:
+            raise ValueError(f"{path}: cannot load the tokenizer ({str(error).strip().splitlines()[0]})") from None
         model = cls.from_config(config, tokenizer=tokenizer)
         weights = path / WEIGHTS_NAME
         if not weights.is_file():
             raise FileNotFoundError(f"no {WEIGHTS_NAME} in {path}")
-        state = load_file(weights)
-        missing, unexpected = nn.Module.load_state_dict(model, state, strict=False)
+        state = read_weights(weights)
+        try:
+            missing, unexpected = nn.Module.load_state_dict(model, state, strict=False)
+        except RuntimeError as error:  # shapes in the file disagree with sugar_config.json
+            detail = " ".join(str(error).split())[:300]
+            raise ValueError(f"{weights} does not match {path / 'sugar_config.json'}: {detail}") from None
+        check_finite_parameters(model.named_parameters(), weights)
         if unexpected:
             raise ValueError(f"{weights} holds weights this configuration has no place for: {unexpected[:10]}")
         not_restored = sorted(set(missing) - model._unsaved_keys())
@@ -236,7 +246,7 @@ class SugarModel(nn.Module):
         old: Path | None = None
         try:
             save_file(state, str(staging / WEIGHTS_NAME), metadata={"format": "pt"})
-            self.config.save(staging)
+            self.config.replace(vision_cache_dir=None).save(staging)  # a runtime cache, not the model
             self.tokenizer.save_pretrained(staging)
             if target.exists():
                 old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"

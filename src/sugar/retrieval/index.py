@@ -1,7 +1,8 @@
 """A FAISS inner-product index over L2-normalised embeddings (inner product = cosine), with ids.
 
 Saved as a folder (index.faiss, ids.json, meta.json) written under a temporary name and renamed
-into place, so an interrupted save never leaves a half-written index behind.
+into place, so an interrupted save never leaves a half-written index behind. Saving replaces an
+earlier index or an empty folder, never a folder holding anything else.
 """
 
 from __future__ import annotations
@@ -79,7 +80,11 @@ class VectorIndex:
     def save(self, directory: str | Path) -> Path:
         import faiss
 
+        from sugar.checks import is_index_dir
+
         directory = Path(directory)
+        if directory.is_file() or (directory.is_dir() and any(directory.iterdir()) and not is_index_dir(directory)):
+            raise FileExistsError(f"{directory} exists and is not a saved index; refusing to replace it")
         directory.parent.mkdir(parents=True, exist_ok=True)
         temporary = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
         if temporary.exists():
@@ -88,9 +93,11 @@ class VectorIndex:
         faiss.write_index(self._index, str(temporary / "index.faiss"))
         (temporary / "ids.json").write_text(json.dumps(self.ids))
         (temporary / "meta.json").write_text(json.dumps({"dim": self.dim, **self.meta}, indent=2))
+        old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
         if directory.exists():
-            shutil.rmtree(directory)
+            os.replace(directory, old)
         os.replace(temporary, directory)
+        shutil.rmtree(old, ignore_errors=True)
         return directory
 
     @classmethod
@@ -101,10 +108,18 @@ class VectorIndex:
         for name in ("index.faiss", "ids.json", "meta.json"):
             if not (directory / name).is_file():
                 raise FileNotFoundError(f"{directory} is not a saved index: {name} is missing")
-        meta = json.loads((directory / "meta.json").read_text())
+        try:
+            meta = json.loads((directory / "meta.json").read_text())
+            ids = json.loads((directory / "ids.json").read_text())
+        except ValueError as error:
+            raise ValueError(f"{directory}: meta.json or ids.json is not valid JSON ({error})") from None
         index = cls(dim=int(meta.pop("dim")), meta=meta)
-        index._index = faiss.read_index(str(directory / "index.faiss"))
-        index.ids = json.loads((directory / "ids.json").read_text())
+        try:
+            index._index = faiss.read_index(str(directory / "index.faiss"))
+        except RuntimeError as error:
+            reason = str(error).strip().splitlines()[-1] if str(error).strip() else "unreadable"
+            raise ValueError(f"{directory / 'index.faiss'} is not a readable FAISS index ({reason})") from None
+        index.ids = ids
         if len(index.ids) != index._index.ntotal or index._index.d != index.dim:
             raise ValueError(f"{directory}: ids.json ({len(index.ids)}) and index.faiss ({index._index.ntotal}) disagree")
         return index

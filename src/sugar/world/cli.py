@@ -1,12 +1,15 @@
 """`sugar world`: build the procedural world's dataset files in a directory.
 
-sugar world --out data/world                       # small world: a few hundred images, seconds
-sugar world --out data/world --scale default       # >= 20k images, about a minute on 2 cores
+sugar world --out data/world                       # small world (the default): a few hundred images, seconds
+sugar world --out data/world --scale default       # the demo's world: ~26k images, about a minute on 2 cores
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from sugar.checks import at_least, check_output_dir, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -20,24 +23,41 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
             "the same arguments checks the directory and leaves it unchanged."
         ),
     )
-    parser.add_argument("--out", required=True, help="directory to write the world into")
-    parser.add_argument("--seed", type=int, default=0, help="world seed (default 0)")
+    parser.add_argument(
+        "--out", required=True,
+        help="directory to write the world into: new, empty, or an earlier world (world.json); any other folder is refused",
+    )
+    parser.add_argument("--seed", type=at_least(0), default=0, help="world seed (default 0)")
     parser.add_argument(
         "--scale",
         choices=("small", "default"),
         default="small",
-        help="small: a few hundred images (tests); default: >= 20k images",
+        help="world size (default: small): small = a few hundred images, for tests; "
+        "default = the demo's world, about 26k images",
     )
-    parser.add_argument("--image-size", type=int, default=128, help="image side in pixels (default 128)")
-    parser.add_argument("--workers", type=int, default=None, help="worker processes (default: min(2, CPUs))")
+    parser.add_argument("--image-size", type=at_least(32), default=128, help="image side in pixels, >= 32 (default 128)")
+    parser.add_argument("--workers", type=positive_int, default=None, help="worker processes (default: min(2, CPUs))")
     parser.add_argument("--force", action="store_true", help="rebuild even when the directory is complete")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
 
 
+# what a world folder holds at its top level (an interrupted build has no manifest yet)
+WORLD_ENTRIES = frozenset(
+    {"world.json", "scenes.jsonl", "images", "captions", "stories", "winoground", "mmvp", "instruct", "rag", "webqa"}
+)
+
+
+def _is_world(folder: Path) -> bool:
+    """A complete world, or what an interrupted build of one left (temporary files start with a dot)."""
+    names = {p.name for p in folder.iterdir() if not p.name.startswith(".")}
+    return (folder / "world.json").is_file() or (bool(names) and names <= WORLD_ENTRIES)
+
+
 def run(args: argparse.Namespace) -> int:
     from sugar.world.build import load_manifest, timed_build
 
+    check_output_dir(args.out, "--out", own=_is_world, what="an earlier (or interrupted) world")
     manifest_path, seconds = timed_build(
         args.out,
         seed=args.seed,
