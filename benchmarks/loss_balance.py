@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -51,12 +52,16 @@ def main() -> None:
     stream = BatchStream(pools, config.mix, config.seed, paired=("captions",))
     shared = model.generative_parameters()
     rows = []
+    generative_only = replace(config, alpha=0.0)  # total = L_g
+    discriminative_only = replace(config, alpha=1.0, use_generative_loss=False)  # total = L_d
     for step in range(args.batches):
-        losses = compute_losses(model, model.processor, stream.batch(step), config, teacher, step, 0, torch.device("cpu"))
-        assert losses.generative is not None and losses.discriminative is not None
-        g = gradient_norm(losses.generative, shared)
-        d = gradient_norm(losses.discriminative, shared)
-        rows.append((losses.generative.item(), losses.discriminative.item(), g, d))
+        examples = stream.batch(step)
+        losses = compute_losses(model, model.processor, examples, generative_only, teacher, step, 0, torch.device("cpu"))
+        g = gradient_norm(losses.total, shared)
+        value_g = float(losses.total)
+        losses = compute_losses(model, model.processor, examples, discriminative_only, teacher, step, 0, torch.device("cpu"))
+        d = gradient_norm(losses.total, shared)
+        rows.append((value_g, float(losses.total), g, d))
         print(f"batch {step}: L_g {rows[-1][0]:.3f}  L_d {rows[-1][1]:.3f}  |grad L_g| {g:.4f}  |grad L_d| {d:.4f}", flush=True)
     mean = [statistics.mean(r[i] for r in rows) for i in range(4)]
     print(f"\nmean over {len(rows)} batches of {config.batch_size} documents "

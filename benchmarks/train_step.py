@@ -1,7 +1,7 @@
 """Cost of the discriminative side: a Sugar step against a generative-only step on the same batch.
 
     python benchmarks/train_step.py --world runs/demo/world --teachers runs/demo/teachers
-    python benchmarks/train_step.py --world runs/demo/world --teachers runs/demo/teachers --model runs/demo/base/model
+    python benchmarks/train_step.py --world runs/demo/world --teachers runs/demo/teachers --model runs/demo/base/model "mix={captions: 16, vqa: 2, rag: 2}"
 
 Both steps run forward + backward + AdamW on the same documents with warm caches (vision-tower
 features and teacher slice features computed once beforehand), so the ratio isolates what Sugar
@@ -28,7 +28,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--world", required=True)
     parser.add_argument("--teachers", required=True)
-    parser.add_argument("--model", help="a saved SugarModel folder (default: a fresh tiny preset)")
+    parser.add_argument("--model", help="a saved SugarModel folder (default: a fresh preset of the default model)")
     parser.add_argument("--batches", type=int, default=6, help="distinct batches timed (each run twice)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
@@ -69,7 +69,7 @@ def main() -> None:
     generative, sugar = statistics.median(times["generative"]), statistics.median(times["sugar"])
     print(f"generative-only step (L_g)        {generative * 1e3:8.1f} ms (median of {len(times['generative'])})")
     print(f"Sugar step (L_g + alpha * L_d)    {sugar * 1e3:8.1f} ms")
-    print(f"ratio Sugar / generative          {sugar / generative:8.3f}x   (target <= 1.15x)")
+    print(f"ratio Sugar / generative          {sugar / generative:8.3f}x   (target <= 1.10x)")
 
     documents = [[load_image(s) if not isinstance(s, str) else s for s in segments] for batch in batches for _, segments, _ in batch]
     model.encode(documents[:8], batch_size=8)  # warm-up

@@ -32,21 +32,32 @@ def test_demo_writes_metrics_and_report_and_reuses_finished_stages(tmp_path: Pat
     out = tmp_path / "demo"
     report = run_demo(settings(out))
     metrics = json.loads((out / "metrics.json").read_text())
+    keys = [
+        "retrieval.t2i.r@5", "retrieval.i2t.r@5", "interleaved.5c4i.r@5", "winoground.group", "qa.accuracy",
+        "pope.f1", "rag.none.accuracy", "rag.self_k1.accuracy", "rag.teacher_k1.accuracy", "rag.oracle.accuracy",
+        "rag.self_k1.hit@1",
+    ]
     for name in ("base", "sugar"):
-        model = metrics["models"][name]
-        assert 0.0 <= model["retrieval"]["t2i"]["r@5"] <= 1.0
-        assert 0.0 <= model["winoground"]["group"] <= 1.0
-        assert model["qa"]["count"] == 8 and 0.0 <= model["qa"]["accuracy"] <= 1.0
-    assert "qa" not in metrics["models"]["teacher"] and "r@10" in metrics["models"]["teacher"]["retrieval"]["i2t"]
+        for key in keys:
+            value = metrics["models"][name]
+            for part in key.split("."):
+                value = value[part]
+            assert isinstance(value, float) and 0.0 <= value <= 1.0, (name, key, value)
+        assert metrics["models"][name]["qa"]["count"] == 4
+    teacher = metrics["models"]["teacher"]
+    assert "qa" not in teacher and "rag" not in teacher and "r@10" in teacher["retrieval"]["i2t"]
+    assert 0.0 <= teacher["interleaved"]["5c4i"]["r@5"] <= 1.0
+    assert metrics["model"]["lm"] == "random" and metrics["peak_rss_gb"] > 0
+    assert set(metrics["stages"]) >= {"world", "teachers", "align", "base", "sugar", "evaluation", "pictures"}
     assert metrics["config"]["stage"] == "sugar" and metrics["config"]["paired_captions"] is True
-    assert set(metrics["wall_time_seconds"]) >= {"world", "teachers", "base", "sugar", "evaluation", "pictures", "total"}
+    assert set(metrics["wall_time_seconds"]) >= {"world", "teachers", "align", "base", "sugar", "evaluation", "pictures", "total"}
     assert report.read_text().startswith("#")
     assert len(metrics["pictures"]) == 3
     for picture in metrics["pictures"].values():
         assert (out / picture).read_bytes()[:4] == b"\x89PNG" and f"]({picture})" in report.read_text()
 
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/model/model.safetensors")}
-    assert len(stamps) == 2
+    assert len(stamps) == 3
     run_demo(settings(out))
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/model/model.safetensors")} == stamps
     assert json.loads((out / "stages.json").read_text()) == {k: v for k, v in metrics["wall_time_seconds"].items() if k != "total"}
@@ -70,3 +81,19 @@ def test_ablation_trains_each_variant_from_the_same_base(tmp_path: Path) -> None
     assert set(record["summary"]) == {"base", "sugar", "no_gak", "last_token", "teacher"}
     assert record["summary"]["sugar"]["T->I R@5"]["values"] and len(record["claims"]) == 7
     assert "| no_gak |" in path.read_text()
+
+
+def test_quick_demo_is_small_short_and_labelled(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import sugar.demo as demo
+    from sugar.cli import main
+    from sugar.eval.report import write_demo_report
+
+    seen: list[DemoSettings] = []
+    monkeypatch.setattr(demo, "run_demo", lambda settings: seen.append(settings) or tmp_path / "report.md")
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "--quick", "--no-progress"]) == 0
+    (quick,) = seen
+    assert quick.quick and quick.scale == "small" and quick.out == Path("runs/demo-quick")
+    assert (quick.align_steps, quick.base_steps, quick.sugar_steps) == tuple(demo.QUICK_STEPS[s] for s in ("align", "base", "sugar"))
+    report = write_demo_report(tmp_path, {"quick": True, "models": {}, "seeds": {"world": 0}, "model": {"lm": "x"}})
+    assert "QUICK LOOK" in report.read_text().splitlines()[0]

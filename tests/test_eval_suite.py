@@ -101,8 +101,8 @@ def test_every_benchmark_end_to_end(setup: dict[str, Any]) -> None:
     rag = results["rag"]
     assert rag["questions"] == 12 and rag["answered"] == 4 and rag["knowledge_base"] == 60
     assert set(rag["retrieval"]) == {"self", "teacher"}
-    assert set(rag["retrieval"]["self"]) == {"hit@1", "hit@2", "hit@3"}
-    expected_rows = {"no_retrieval", "oracle"} | {f"{r}_k{k}" for r in ("self", "teacher") for k in (1, 2, 3)}
+    assert set(rag["retrieval"]["self"]) == {"hit@1", "hit@3"}  # the suite asks k = 1 and 3
+    expected_rows = {"no_retrieval", "oracle"} | {f"{r}_k{k}" for r in ("self", "teacher") for k in (1, 3)}
     assert set(rag["rows"]) == expected_rows
     assert all(in_unit(r["exact_match"]) and in_unit(r["contains_answer"]) for r in rag["rows"].values())
 

@@ -1,10 +1,11 @@
 """`sugar curve`: learning curves of the Sugar stage, measured on the **val** split.
 
     sugar curve                                   # runs/demo/curve/<variant>, results/learning_curve.{md,json,png}
-    sugar curve --variants mse,pair_one --points 100,250,500,1000
+    sugar curve --variants demo,mse,infonce --points 100,250,500,1000
 
 Every variant continues the demo's base model (built first if missing) with the demo's sugar
-recipe for max(points) steps and saves the model after each point (`save_models_at`). Each
+recipe and one change, for max(points) steps, saving the model after each point
+(`save_models_at`); "demo" is the demo's own sugar stage and the points it saves. Each
 saved model is scored on val: T->I / I->T R@5 (a spread subset of images), VIST-style
 interleaved R@5 and QA (open VQA accuracy, POPE F1). Points are snapshots of one run whose
 cosine schedule spans max(points) steps, so an early point has seen a higher learning rate than
@@ -24,16 +25,17 @@ from typing import Any
 
 from sugar.fileio import atomic_write_text
 
-# variant -> TrainConfig overrides of the sugar stage
+# variant -> TrainConfig overrides of the demo's sugar stage. "demo" is the demo's own sugar
+# stage (OUT/sugar), whose points are the models it saves (DEMO_RECIPE save_models_at and steps).
 CURVE_VARIANTS: dict[str, list[str]] = {
-    "mse": [],
-    "pair_one": ["pair_target=one"],
+    "demo": [],
+    "mse": ["pair_target=kernel"],
     "infonce": ["discriminative_loss=infonce"],
 }
 CURVE_DESCRIPTIONS: dict[str, str] = {
-    "mse": "the paper's L_d (MSE onto the GAK targets), a caption pair = two documents",
-    "pair_one": "MSE, an image and its caption fed in both orders count as one document (target 1)",
-    "infonce": "KL between tempered softmaxes of M_r and M_l (the project's InfoNCE variant)",
+    "demo": "the demo's sugar stage: MSE onto the GAK targets, an image and its caption (fed in both orders) one document (target 1)",
+    "mse": "the paper's reading: MSE onto the GAK targets, an image and its caption two documents (target = the teacher's kernel)",
+    "infonce": "KL between tempered softmaxes of M_r and M_l (the project's InfoNCE variant), caption pair = one document",
 }
 CURVE_POINTS = (100, 250, 500, 1000)
 # val items per benchmark: 300 images (1500 captions) keep a point at about a minute
@@ -52,7 +54,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
 class CurveSettings:
     demo: Path = Path("runs/demo")
     results: Path = Path("results")
-    variants: list[str] = field(default_factory=lambda: ["mse", "pair_one"])
+    variants: list[str] = field(default_factory=lambda: ["demo", "mse"])
     points: list[int] = field(default_factory=lambda: list(CURVE_POINTS))
     overrides: list[str] = field(default_factory=list)  # sugar-stage overrides of every variant
     progress: bool = True
@@ -117,20 +119,25 @@ def run_curve(settings: CurveSettings) -> Path:
     losses: dict[str, dict[str, list[float]]] = {}
     configs: dict[str, Any] = {}
     for variant in settings.variants:
-        folder = f"curve/{variant}"
-        extra = [
-            f"init_from={base}",
-            f"steps={points[-1]}",
-            f"save_models_at={points[:-1]}",
-            *settings.overrides,
-            *CURVE_VARIANTS[variant],
-        ]
-        clock(f"curve {variant}", lambda: train_stage(demo, "sugar", extra, folder=folder))
+        if variant == "demo":  # the demo's own run, with the demo's points
+            folder, extra = "sugar", [f"init_from={base}", *settings.overrides]
+            clock("sugar", lambda: train_stage(demo, "sugar", extra))
+        else:
+            folder = f"curve/{variant}"
+            extra = [
+                f"init_from={base}",
+                f"steps={points[-1]}",
+                f"save_models_at={points[:-1]}",
+                *settings.overrides,
+                *CURVE_VARIANTS[variant],
+            ]
+            clock(f"curve {variant}", lambda: train_stage(demo, "sugar", extra, folder=folder))
         run = settings.demo / folder
         configs[variant] = json.loads((run / "config.json").read_text())
+        run_points = sorted({*configs[variant]["save_models_at"], configs[variant]["steps"]})
         scores[variant] = {}
-        for point in points:
-            model_dir = run / "model" if point == points[-1] else run / "snapshots" / f"step-{point}"
+        for point in run_points:
+            model_dir = run / "model" if point == run_points[-1] else run / "snapshots" / f"step-{point}"
             scores[variant][point] = _score(model_dir, settings, run / "eval" / f"step-{point}.json", with_teacher=False)
         losses[variant] = _losses(run / "train_log.csv", float(configs[variant]["alpha"]))
     # last, so runs of single variants in parallel processes train first and share this
@@ -192,7 +199,7 @@ def write_curve(
         f"Command: `{settings.command}`",
         "",
         "Every variant continues the same base model (the demo's, seed 0) with the demo's sugar recipe; "
-        f"points are models saved along one run of {points[-1]} steps (cosine schedule over the whole run). "
+        "points are models saved along one run per variant (cosine schedule over the whole run). "
         f"Val limits: {CURVE_LIMITS['retrieval']} images x 5 captions for T->I / I->T (chance R@5 "
         f"{500 / CURVE_LIMITS['retrieval']:.1f}%), every val story for VIST, {CURVE_LIMITS['qa']} VQA and "
         f"{CURVE_LIMITS['qa']} POPE questions per negative type. Step 0 is the base model. In %.",
@@ -231,8 +238,11 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--demo", default="runs/demo", help="the demo folder whose world, teachers and base model to use")
     parser.add_argument("--results", default="results", help="where learning_curve.{md,json,png} go")
-    parser.add_argument("--variants", default="mse,pair_one", help=f"comma-separated, from {', '.join(CURVE_VARIANTS)}")
-    parser.add_argument("--points", default=",".join(map(str, CURVE_POINTS)), help="comma-separated step counts")
+    parser.add_argument("--variants", default="demo,mse", help=f"comma-separated, from {', '.join(CURVE_VARIANTS)}")
+    parser.add_argument(
+        "--points", default=",".join(map(str, CURVE_POINTS)),
+        help="comma-separated step counts of the variants other than demo (demo: the steps its recipe saves)",
+    )
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="sugar-stage TrainConfig overrides")
     parser.set_defaults(func=_run)

@@ -1,7 +1,7 @@
 """The training recipe: setup, one step (L_g + alpha * L_d), checkpoints, logs. One readable file.
 
-    sugar train --config configs/tiny.yaml stage=base output_dir=runs/demo/base
-    accelerate launch --num_processes 2 -m sugar.cli train --config configs/tiny.yaml   # DDP
+    sugar train --config configs/smol.yaml init_from=runs/demo/base/model output_dir=runs/x/sugar
+    accelerate launch --num_processes 2 -m sugar.cli train --config configs/smol.yaml init_from=...   # DDP
 
 Runs as a single CPU process by default and unchanged under `accelerate launch` (DDP, FSDP,
 DeepSpeed). Under several processes the similarity matrices cover the global batch.
@@ -180,8 +180,11 @@ def forward_in_length_groups(
     With `cut_seeds` (the sugar stage), each document's cut points are sampled from its own seed
     once its slices are known, so they do not depend on how the batch was grouped.
     """
-    lengths = [token_length(processor, d) for d in documents]
-    groups = length_groups(lengths)
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        # DDP prepares its gradient reduction once per forward: keep one forward per backward
+        groups = [list(range(len(documents)))]
+    else:
+        groups = length_groups([token_length(processor, d) for d in documents])
     return_embeddings = cut_seeds is not None
     loss_sum: Tensor | None = None
     tokens = 0
