@@ -1,7 +1,8 @@
 """Alignment-core benchmark: `gak_matrix` against tslearn's `cdist_gak` and the GEMM floor.
 
-    python benchmarks/align.py                 # B = 256 (with tslearn) and B = 2048, L = 16
-    python benchmarks/align.py --skip-large    # only B = 256
+    python benchmarks/align.py                 # B = 256 (with tslearn), long sequences, B = 2048
+    python benchmarks/align.py --skip-large    # without B = 2048
+    python benchmarks/align.py --skip-long     # without the long-sequence cases
     python benchmarks/align.py --device cuda   # same benchmark on a GPU (tslearn stays on CPU)
 
 The floor is one GEMM of all valid slices against all valid slices (S x D times D x S): an
@@ -18,7 +19,7 @@ from collections.abc import Callable
 
 import torch
 
-from sugar.align import gak_matrix
+from sugar.align import gak_matrix, prefers_wavefront
 
 
 def rss_bytes() -> int:
@@ -134,6 +135,49 @@ def large_case(device: torch.device, sigma: float, repeats: int) -> None:
     print(f"  peak memory during gak_matrix (above the inputs): {memory.extra / 2**30:.2f} GiB")
 
 
+def long_cases(device: torch.device, sigma: float, repeats: int) -> None:
+    """Long sequences, where the engine choice matters: tslearn against both dtypes, then the
+    backward pass of the largest case."""
+    from tslearn.metrics import cdist_gak
+    from tslearn.utils import to_time_series_dataset
+
+    cases = [(16, 64, 64), (16, 256, 64), (256, 32, 768)]
+    print(f"== long sequences: lengths uniform in 1..L, sigma = {sigma}, device = {device}")
+    print(f"  {'B, max L, D':<14s} {'tslearn':>10s} {'float64':>10s} {'ratio':>8s} {'float32':>10s} {'ratio':>8s}  engine")
+    for seed, (batch, max_len, dim) in enumerate(cases, start=2):
+        x64, lengths = make_batch(batch, max_len, dim, seed, torch.float64, device)
+        dataset = to_time_series_dataset([x64[i, : lengths[i]].cpu().numpy() for i in range(batch)])
+        cdist_gak(dataset[:2], sigma=sigma)  # numba compilation outside the timing
+        start = time.perf_counter()
+        reference = cdist_gak(dataset, sigma=sigma)
+        tslearn_time = time.perf_counter() - start
+        times = []
+        for dtype in (torch.float64, torch.float32):
+            x = x64.to(dtype)
+            with torch.no_grad():
+                times.append(best_time(lambda: gak_matrix(x, lengths, sigma=sigma), device, repeats))
+        with torch.no_grad():
+            error = (gak_matrix(x64, lengths, sigma=sigma).cpu() - torch.from_numpy(reference)).abs().max().item()
+        engine = "wavefront" if prefers_wavefront(int(lengths.max()), int(lengths.max())) else "cells"
+        print(
+            f"  {f'{batch}, {max_len}, {dim}':<14s} {tslearn_time * 1e3:8.1f}ms {times[0] * 1e3:8.1f}ms "
+            f"{tslearn_time / times[0]:7.1f}x {times[1] * 1e3:8.1f}ms {tslearn_time / times[1]:7.1f}x  {engine}"
+            f"  (max |diff| {error:.1e})"
+        )
+    batch, max_len, dim = cases[-1]
+    for dtype in (torch.float64, torch.float32):
+        x, lengths = make_batch(batch, max_len, dim, len(cases) + 1, dtype, device)
+        x.requires_grad_(True)
+        values = gak_matrix(x, lengths, sigma=sigma)
+        start = time.perf_counter()
+        values.sum().backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        backward_time = time.perf_counter() - start
+        name = str(dtype).removeprefix("torch.")
+        print(f"  backward pass, B = {batch}, L <= {max_len}, D = {dim}, {name}: {backward_time * 1e3:.1f} ms")
+
+
 def print_rows(rows: list[tuple[str, float]]) -> None:
     for name, seconds in rows:
         print(f"  {name:<40s} {seconds * 1e3:10.1f} ms")
@@ -145,10 +189,13 @@ def main() -> None:
     parser.add_argument("--sigma", type=float, default=1.0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-large", action="store_true")
+    parser.add_argument("--skip-long", action="store_true")
     args = parser.parse_args()
     device = torch.device(args.device)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
     small_case(device, args.sigma, args.repeats)
+    if not args.skip_long:
+        long_cases(device, args.sigma, args.repeats)
     if not args.skip_large:
         large_case(device, args.sigma, 1)
 

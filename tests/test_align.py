@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from sugar.align import gak, gak_matrix, log_local_kernel, soft_alignment
+from sugar.align import DEFAULT_CHUNK_BYTES, gak, gak_matrix, log_local_kernel, soft_alignment
 from sugar.kernels import IMAGE, TEXT, SquaredEuclidean, TripleKernel
 
 
@@ -348,3 +348,135 @@ def test_large_batch_runs_within_four_gigabytes() -> None:
     output = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True)
     peak_bytes = int(output.stdout.strip().splitlines()[-1]) * 1024
     assert peak_bytes < 4 * 2**30, f"peak resident memory {peak_bytes / 2**30:.2f} GiB"
+
+
+# --- the wavefront engine (one step per anti-diagonal) -----------------------------------------
+
+
+@pytest.mark.parametrize("sigma", [0.3, 1.0, 2.5])
+def test_wavefront_matches_brute_force_over_every_path(sigma: float) -> None:
+    generator = torch.Generator().manual_seed(21)
+    for n, m in itertools.product(range(1, 6), repeat=2):
+        x = torch.randn(1, n, 3, generator=generator, dtype=torch.float64) * 0.6
+        y = torch.randn(1, m, 3, generator=generator, dtype=torch.float64) * 0.6
+        expected = brute_force_gak(x[0].numpy(), y[0].numpy(), sigma)
+        lengths_x, lengths_y = torch.tensor([n]), torch.tensor([m])
+        raw = gak_matrix(x, lengths_x, y, lengths_y, sigma=sigma, normalize=False, engine="wavefront")
+        assert raw.item() == pytest.approx(expected, rel=1e-10, abs=0)
+        normalized = expected / math.sqrt(
+            brute_force_gak(x[0].numpy(), x[0].numpy(), sigma) * brute_force_gak(y[0].numpy(), y[0].numpy(), sigma)
+        )
+        got = gak_matrix(x, lengths_x, y, lengths_y, sigma=sigma, engine="wavefront")
+        assert got.item() == pytest.approx(normalized, rel=1e-10, abs=0)
+
+
+def test_engines_agree_on_mixed_lengths_blocks_and_bandwidths() -> None:
+    generator = torch.Generator().manual_seed(22)
+    x, x_lengths = padded(random_set(generator, 17, 13, 4))
+    y, y_lengths = padded(random_set(generator, 9, 20, 4))
+    for bandwidth in ({"sigma": 0.7}, {"delta": 0.4}):
+        for chunk_bytes in (DEFAULT_CHUNK_BYTES, 4096):
+            for pair in ((x, x_lengths), (x, x_lengths, y, y_lengths)):
+                cells = gak_matrix(*pair, **bandwidth, normalize=False, log=True, engine="cells")
+                sweep = gak_matrix(*pair, **bandwidth, normalize=False, log=True, engine="wavefront", chunk_bytes=chunk_bytes)
+                torch.testing.assert_close(sweep, cells, rtol=1e-12, atol=1e-12)
+                torch.testing.assert_close(
+                    gak_matrix(*pair, **bandwidth, engine="wavefront", chunk_bytes=chunk_bytes),
+                    gak_matrix(*pair, **bandwidth, engine="cells"),
+                    rtol=1e-12,
+                    atol=1e-14,
+                )
+
+
+def test_wavefront_matches_tslearn_with_lengths_1_to_256_in_one_batch() -> None:
+    from tslearn.metrics import cdist_gak
+    from tslearn.utils import to_time_series_dataset
+
+    generator = torch.Generator().manual_seed(23)
+    lengths = [1, 2, 3, 7, 31, 64, 100, 128, 199, 255, 256]
+    sequences = [torch.randn(n, 3, generator=generator, dtype=torch.float64) * 0.3 for n in lengths]
+    x, x_lengths = padded(sequences)
+    got = gak_matrix(x, x_lengths, sigma=1.5)  # the automatic choice is the wavefront here
+    expected = cdist_gak(to_time_series_dataset([s.numpy() for s in sequences]), sigma=1.5)
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-6, atol=0)
+    cross = gak_matrix(x[:6], x_lengths[:6], x[6:], x_lengths[6:], sigma=1.5, engine="wavefront")
+    np.testing.assert_allclose(cross.numpy(), expected[:6, 6:], rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("sigma", [1e-3, 1.0, 1e3])
+def test_wavefront_at_length_256_stays_finite(dtype: torch.dtype, sigma: float) -> None:
+    generator = torch.Generator().manual_seed(24)
+    x = torch.nn.functional.normalize(torch.randn(3, 256, 16, generator=generator), dim=-1).to(dtype)
+    lengths = torch.tensor([256, 192, 17])
+    for normalize in (True, False):
+        log_matrix = gak_matrix(x, lengths, sigma=sigma, normalize=normalize, log=True, engine="wavefront")
+        assert torch.isfinite(log_matrix).all(), (sigma, normalize)
+    cross = gak_matrix(x[:1], lengths[:1], x[1:], lengths[1:], sigma=sigma, log=True, engine="wavefront")
+    assert torch.isfinite(cross).all() and (cross <= 0).all()
+    matrix = gak_matrix(x, lengths, sigma=sigma, engine="wavefront")
+    assert torch.allclose(matrix.diagonal(), torch.ones(3, dtype=dtype))
+
+
+def test_wavefront_gradcheck_in_float64() -> None:
+    generator = torch.Generator().manual_seed(25)
+    x = torch.randn(3, 5, 2, generator=generator, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(2, 4, 2, generator=generator, dtype=torch.float64, requires_grad=True)
+    x_lengths, y_lengths = torch.tensor([5, 2, 3]), torch.tensor([4, 1])
+    assert torch.autograd.gradcheck(
+        lambda a, b: gak_matrix(a, x_lengths, b, y_lengths, sigma=0.9, log=True, engine="wavefront"), (x, y)
+    )
+    assert torch.autograd.gradcheck(lambda a: gak_matrix(a, x_lengths, delta=0.6, engine="wavefront"), (x,))
+    assert torch.autograd.gradcheck(
+        lambda a, b: gak_matrix(a, x_lengths, b, y_lengths, sigma=0.9, normalize=False, log=True, engine="wavefront"),
+        (x, y),
+    )
+
+
+def test_wavefront_gradcheck_triple_kernel() -> None:
+    generator = torch.Generator().manual_seed(26)
+    kernel = TripleKernel(expert_dim=3)
+    x = torch.randn(3, 4, 5, generator=generator, dtype=torch.float64, requires_grad=True)
+    modality = torch.tensor([[IMAGE, TEXT, TEXT, IMAGE], [TEXT, IMAGE, IMAGE, TEXT], [IMAGE, IMAGE, TEXT, TEXT]])
+    lengths = torch.tensor([4, 2, 3])
+
+    def value(raw: torch.Tensor) -> torch.Tensor:
+        packed = kernel.pack(raw[..., :3], raw[..., 3:])
+        return gak_matrix(packed, lengths, delta=0.5, kernel=kernel, x_modality=modality, engine="wavefront")
+
+    assert torch.autograd.gradcheck(value, (x,))
+    packed = kernel.pack(x[..., :3], x[..., 3:]).detach()
+    torch.testing.assert_close(
+        gak_matrix(packed, lengths, delta=0.5, kernel=kernel, x_modality=modality, engine="wavefront"),
+        gak_matrix(packed, lengths, delta=0.5, kernel=kernel, x_modality=modality, engine="cells"),
+        rtol=1e-12,
+        atol=1e-14,
+    )
+
+
+def test_wavefront_gradients_match_the_cell_engine_and_ignore_nan_padding() -> None:
+    generator = torch.Generator().manual_seed(27)
+    sequences = random_set(generator, 7, 12, 3)
+    gradients = {}
+    for engine in ("cells", "wavefront"):
+        x, lengths = padded(sequences, fill=float("nan"))
+        x.requires_grad_(True)
+        y, y_lengths = padded(sequences[:4], fill=float("nan"))
+        y.requires_grad_(True)
+        total = gak_matrix(x, lengths, delta=0.5, engine=engine).sum()
+        total = total + gak_matrix(x, lengths, y, y_lengths, sigma=0.8, log=True, engine=engine).sum()
+        total.backward()
+        valid = torch.arange(x.shape[1]).unsqueeze(0) < lengths.unsqueeze(1)
+        y_valid = torch.arange(y.shape[1]).unsqueeze(0) < y_lengths.unsqueeze(1)
+        assert torch.isfinite(x.grad[valid]).all() and torch.isfinite(y.grad[y_valid]).all(), engine
+        gradients[engine] = (x.grad[valid], y.grad[y_valid])
+    for cells, sweep in zip(gradients["cells"], gradients["wavefront"]):
+        torch.testing.assert_close(sweep, cells, rtol=1e-10, atol=1e-12)
+
+
+def test_engine_is_chosen_by_shape_and_checked() -> None:
+    from sugar.align import prefers_wavefront
+
+    assert not prefers_wavefront(8, 8) and prefers_wavefront(64, 64) and prefers_wavefront(256, 256)
+    with pytest.raises(ValueError, match="engine must be"):
+        gak_matrix(torch.zeros(2, 3, 4), torch.tensor([1, 3]), sigma=1.0, engine="fast")
