@@ -31,12 +31,10 @@ DEMO_RECIPE: dict[str, dict[str, str]] = {
     # alpha: at the start of this stage |grad L_d| is ~20x |grad L_g| on the shared weights
     # (benchmarks/loss_balance.py: equal norms at alpha 0.049); 0.1 leaves L_d the larger pull
     # while L_g keeps a real share, and L_d's gradient shrinks as it is fitted
-    # pair_target=one: with the paper's reading (an image and its caption are two documents whose
-    # target is the teacher kernel, ~0.44 against ~0.26 for unrelated pairs) the val embeddings after
-    # 100 steps had learned the modality structure (image-image 0.49, text-text 0.52, image-text
-    # 0.31) but not which caption goes with which image (matched 0.311, unmatched 0.308, T->I R@5
-    # at chance); target 1 for the pair gives L_d that contrast. The paper's form is the `mse`
-    # curve of `sugar curve`. save_models_at: the points of the demo's learning curve.
+    # pair_target=one: an image and its caption (fed in both orders) are one document, target 1,
+    # instead of two documents whose target is the teacher's kernel (~0.44 against ~0.26 for an
+    # unrelated pair: a weak contrast for the MSE). `sugar curve` measures it against the paper's
+    # reading (variant `mse`) on val. save_models_at: the points of the demo's learning curve.
     "sugar": {
         "mix": "{captions: 16, vqa: 2, rag: 2}", "steps": "500", "learning_rate": "5.0e-4", "alpha": "0.1",
         "pair_target": "one", "save_models_at": "[100, 250]",
@@ -58,7 +56,7 @@ class DemoSettings:
     base_steps: int | None = None
     sugar_steps: int | None = None
     overrides: list[str] = field(default_factory=list)
-    qa_questions: int = 200  # VQA questions, and POPE questions per negative type
+    qa_questions: int = 100  # VQA questions, and POPE questions per negative type
     # The teacher fit reads one caption per training image: 3x less text to encode for a small
     # loss on val (selection score 0.433 against 0.468 with all five), measured on the default world.
     teacher_captions_per_image: int | None = 1
@@ -319,7 +317,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--base-steps", type=int, help="override the base stage's steps")
     parser.add_argument("--sugar-steps", type=int, help="override the sugar stage's steps")
     parser.add_argument(
-        "--qa-questions", type=int, help="VQA questions, and POPE questions per negative type, per model (default 200)"
+        "--qa-questions", type=int, help="VQA questions, and POPE questions per negative type, per model (default 100)"
     )
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="TrainConfig overrides for both stages")
@@ -347,7 +345,7 @@ def _run(args: Any) -> int:
             base_steps=steps("base"),
             sugar_steps=steps("sugar"),
             overrides=list(args.overrides),
-            qa_questions=args.qa_questions if args.qa_questions is not None else (50 if quick else 200),
+            qa_questions=args.qa_questions if args.qa_questions is not None else (50 if quick else 100),
             progress=not args.no_progress,
             quick=quick,
         )

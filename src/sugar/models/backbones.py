@@ -221,7 +221,13 @@ class CompositeBackbone(Backbone):
         self.tower = build_vision_tower(config.vision_tower, config.image_size, config.patch_size, config.patch_dim)
         self.hidden_size = int(lm.config.hidden_size)
         projector_hidden = config.projector_hidden if config.projector_hidden is not None else [self.hidden_size]
-        self.projector = mlp(self.tower.feature_dim, list(projector_hidden), self.hidden_size)
+        # LayerNorm first: EfficientNet features are post-activation (all positive, channel scales
+        # far apart). Without it, the demo's align stage ended at caption loss 3.18 and the base
+        # model built on it wrote one caption for every val image; with it, 2.89 after the same
+        # 100 steps, and captions follow the image.
+        self.projector = nn.Sequential(
+            nn.LayerNorm(self.tower.feature_dim), *mlp(self.tower.feature_dim, list(projector_hidden), self.hidden_size)
+        )
         if config.lora_r > 0:
             inject_lora(lm, config)
         self.lm = lm
