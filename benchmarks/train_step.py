@@ -71,6 +71,19 @@ def main() -> None:
     print(f"Sugar step (L_g + alpha * L_d)    {sugar * 1e3:8.1f} ms")
     print(f"ratio Sugar / generative          {sugar / generative:8.3f}x   (target <= 1.10x)")
 
+    # bf16 autocast against float32 on the same Sugar steps, interleaved (the setting is read per call)
+    chosen = model.config.autocast
+    precision: dict[str, list[float]] = {"off": [], chosen: []}
+    for _ in range(args.repeats):
+        for index, examples in enumerate(batches):
+            for setting in precision:
+                model.config.autocast = setting
+                precision[setting].append(step(sugar_config, examples, index))
+    model.config.autocast = chosen
+    exact, mixed = statistics.median(precision["off"]), statistics.median(precision[chosen])
+    print(f"Sugar step, float32               {exact * 1e3:8.1f} ms")
+    print(f"Sugar step, autocast={chosen:<12s}{mixed * 1e3:8.1f} ms   ({exact / mixed:.2f}x faster)")
+
     documents = [[load_image(s) if not isinstance(s, str) else s for s in segments] for batch in batches for _, segments, _ in batch]
     model.encode(documents[:8], batch_size=8)  # warm-up
     start = time.perf_counter()
