@@ -20,26 +20,6 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from sugar.world import build_world
-
-    root = tmp_path_factory.mktemp("world")
-    build_world(root, seed=0, scale="small", progress=False)
-    return root
-
-
-@pytest.fixture(scope="module")
-def teachers(world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from sugar.teachers.fit import FitConfig, fit_teachers
-    from sugar.teachers.toy import ToyImageExpert, ToyTextExpert
-
-    out = tmp_path_factory.mktemp("teachers")
-    fit_teachers(out, world=world, image_expert=ToyImageExpert(), text_expert=ToyTextExpert(),
-                 config=FitConfig(epochs=2), progress=False, log=None)
-    return out
-
-
 def test_default_recipe_trains_every_stage_then_encodes_and_generates(world: Path, teachers: Path, tmp_path: Path) -> None:
     from sugar.models import SugarModel
     from sugar.train.config import TrainConfig, load_config
