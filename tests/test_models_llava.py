@@ -13,7 +13,8 @@ from transformers import CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, Llav
 from sugar.models import SugarModel, build_word_tokenizer
 
 CORPUS = ["USER: what is in the picture? ASSISTANT: a red circle.", "A blue square is left of a star. It is big."]
-HEAD = {"head_hidden": [32], "head_dim": 16, "dtype": "float32", "max_length": 64}
+# float32 throughout (autocast off), so the layout can be compared with HF exactly
+HEAD = {"head_hidden": [32], "head_dim": 16, "dtype": "float32", "autocast": "off", "max_length": 64}
 
 
 def image(seed: int) -> Image.Image:
