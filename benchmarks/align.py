@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import torch
 
-from sugar.align import gak_matrix, prefers_wavefront
+from sugar.align import choose_engine, gak_matrix
 
 
 def rss_bytes() -> int:
@@ -106,13 +106,21 @@ def small_case(device: torch.device, sigma: float, repeats: int) -> None:
     ours = gak_matrix(x64, lengths, sigma=sigma)
     error = (ours.cpu() - torch.from_numpy(reference)).abs().max().item()
     rows = [("tslearn cdist_gak (float64, 1 job)", tslearn_time)]
+    auto = choose_engine(max_len, max_len, device, with_grad=False)
     for dtype in (torch.float64, torch.float32):
         x = x64.to(dtype)
+        name = str(dtype).removeprefix("torch.")
         with torch.no_grad():
             gak_time = best_time(lambda: gak_matrix(x, lengths, sigma=sigma), device, repeats)
             floor_time = best_time(floor_gemm(x, lengths), device, repeats)
-        rows.append((f"gak_matrix ({str(dtype).removeprefix('torch.')})", gak_time))
-        rows.append((f"floor GEMM S x D x S ({str(dtype).removeprefix('torch.')})", floor_time))
+            others = {
+                engine: best_time(lambda: gak_matrix(x, lengths, sigma=sigma, engine=engine), device, repeats)
+                for engine in engines(device)
+                if engine != auto
+            }
+        rows.append((f"gak_matrix ({name}, auto: {auto})", gak_time))
+        rows += [(f"gak_matrix ({name}, {engine})", seconds) for engine, seconds in others.items()]
+        rows.append((f"floor GEMM S x D x S ({name})", floor_time))
         print_rows(rows)
         rows = []
         print(f"  speed-up over tslearn: {tslearn_time / gak_time:8.1f}x   multiple of floor: {gak_time / floor_time:6.2f}x")
@@ -157,12 +165,15 @@ def long_cases(device: torch.device, sigma: float, repeats: int) -> None:
             with torch.no_grad():
                 times.append(best_time(lambda: gak_matrix(x, lengths, sigma=sigma), device, repeats))
         with torch.no_grad():
+            sweep_time = best_time(lambda: gak_matrix(x64, lengths, sigma=sigma, engine="wavefront"), device, repeats)
+        with torch.no_grad():
             error = (gak_matrix(x64, lengths, sigma=sigma).cpu() - torch.from_numpy(reference)).abs().max().item()
-        engine = "wavefront" if prefers_wavefront(int(lengths.max()), int(lengths.max())) else "cells"
+        engine = choose_engine(int(lengths.max()), int(lengths.max()), device, with_grad=False)
         print(
             f"  {f'{batch}, {max_len}, {dim}':<14s} {tslearn_time * 1e3:8.1f}ms {times[0] * 1e3:8.1f}ms "
             f"{tslearn_time / times[0]:7.1f}x {times[1] * 1e3:8.1f}ms {tslearn_time / times[1]:7.1f}x  {engine}"
-            f"  (max |diff| {error:.1e})"
+            f"  (max |diff| {error:.1e}; tensor wavefront float64 {sweep_time * 1e3:.1f}ms, "
+            f"{tslearn_time / sweep_time:.1f}x)"
         )
     batch, max_len, dim = cases[-1]
     for dtype in (torch.float64, torch.float32):
@@ -176,6 +187,12 @@ def long_cases(device: torch.device, sigma: float, repeats: int) -> None:
         backward_time = time.perf_counter() - start
         name = str(dtype).removeprefix("torch.")
         print(f"  backward pass, B = {batch}, L <= {max_len}, D = {dim}, {name}: {backward_time * 1e3:.1f} ms")
+
+
+def engines(device: torch.device) -> list[str]:
+    from sugar.align import compiled_available
+
+    return ["cells", "wavefront"] + (["compiled"] if device.type == "cpu" and compiled_available() else [])
 
 
 def print_rows(rows: list[tuple[str, float]]) -> None:

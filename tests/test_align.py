@@ -353,20 +353,21 @@ def test_large_batch_runs_within_four_gigabytes() -> None:
 # --- the wavefront engine (one step per anti-diagonal) -----------------------------------------
 
 
+@pytest.mark.parametrize("engine", ["wavefront", "compiled"])
 @pytest.mark.parametrize("sigma", [0.3, 1.0, 2.5])
-def test_wavefront_matches_brute_force_over_every_path(sigma: float) -> None:
+def test_wavefront_matches_brute_force_over_every_path(sigma: float, engine: str) -> None:
     generator = torch.Generator().manual_seed(21)
     for n, m in itertools.product(range(1, 6), repeat=2):
         x = torch.randn(1, n, 3, generator=generator, dtype=torch.float64) * 0.6
         y = torch.randn(1, m, 3, generator=generator, dtype=torch.float64) * 0.6
         expected = brute_force_gak(x[0].numpy(), y[0].numpy(), sigma)
         lengths_x, lengths_y = torch.tensor([n]), torch.tensor([m])
-        raw = gak_matrix(x, lengths_x, y, lengths_y, sigma=sigma, normalize=False, engine="wavefront")
+        raw = gak_matrix(x, lengths_x, y, lengths_y, sigma=sigma, normalize=False, engine=engine)
         assert raw.item() == pytest.approx(expected, rel=1e-10, abs=0)
         normalized = expected / math.sqrt(
             brute_force_gak(x[0].numpy(), x[0].numpy(), sigma) * brute_force_gak(y[0].numpy(), y[0].numpy(), sigma)
         )
-        got = gak_matrix(x, lengths_x, y, lengths_y, sigma=sigma, engine="wavefront")
+        got = gak_matrix(x, lengths_x, y, lengths_y, sigma=sigma, engine=engine)
         assert got.item() == pytest.approx(normalized, rel=1e-10, abs=0)
 
 
@@ -378,14 +379,15 @@ def test_engines_agree_on_mixed_lengths_blocks_and_bandwidths() -> None:
         for chunk_bytes in (DEFAULT_CHUNK_BYTES, 4096):
             for pair in ((x, x_lengths), (x, x_lengths, y, y_lengths)):
                 cells = gak_matrix(*pair, **bandwidth, normalize=False, log=True, engine="cells")
-                sweep = gak_matrix(*pair, **bandwidth, normalize=False, log=True, engine="wavefront", chunk_bytes=chunk_bytes)
-                torch.testing.assert_close(sweep, cells, rtol=1e-12, atol=1e-12)
-                torch.testing.assert_close(
-                    gak_matrix(*pair, **bandwidth, engine="wavefront", chunk_bytes=chunk_bytes),
-                    gak_matrix(*pair, **bandwidth, engine="cells"),
-                    rtol=1e-12,
-                    atol=1e-14,
-                )
+                for engine in ("wavefront", "compiled"):
+                    sweep = gak_matrix(*pair, **bandwidth, normalize=False, log=True, engine=engine, chunk_bytes=chunk_bytes)
+                    torch.testing.assert_close(sweep, cells, rtol=1e-12, atol=1e-12)
+                    torch.testing.assert_close(
+                        gak_matrix(*pair, **bandwidth, engine=engine, chunk_bytes=chunk_bytes),
+                        gak_matrix(*pair, **bandwidth, engine="cells"),
+                        rtol=1e-12,
+                        atol=1e-14,
+                    )
 
 
 def test_wavefront_matches_tslearn_with_lengths_1_to_256_in_one_batch() -> None:
@@ -396,25 +398,27 @@ def test_wavefront_matches_tslearn_with_lengths_1_to_256_in_one_batch() -> None:
     lengths = [1, 2, 3, 7, 31, 64, 100, 128, 199, 255, 256]
     sequences = [torch.randn(n, 3, generator=generator, dtype=torch.float64) * 0.3 for n in lengths]
     x, x_lengths = padded(sequences)
-    got = gak_matrix(x, x_lengths, sigma=1.5)  # the automatic choice is the wavefront here
     expected = cdist_gak(to_time_series_dataset([s.numpy() for s in sequences]), sigma=1.5)
-    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-6, atol=0)
-    cross = gak_matrix(x[:6], x_lengths[:6], x[6:], x_lengths[6:], sigma=1.5, engine="wavefront")
-    np.testing.assert_allclose(cross.numpy(), expected[:6, 6:], rtol=1e-6, atol=0)
+    for engine in ("wavefront", "compiled"):
+        got = gak_matrix(x, x_lengths, sigma=1.5, engine=engine)
+        np.testing.assert_allclose(got.numpy(), expected, rtol=1e-6, atol=0)
+        cross = gak_matrix(x[:6], x_lengths[:6], x[6:], x_lengths[6:], sigma=1.5, engine=engine)
+        np.testing.assert_allclose(cross.numpy(), expected[:6, 6:], rtol=1e-6, atol=0)
 
 
+@pytest.mark.parametrize("engine", ["wavefront", "compiled"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("sigma", [1e-3, 1.0, 1e3])
-def test_wavefront_at_length_256_stays_finite(dtype: torch.dtype, sigma: float) -> None:
+def test_wavefront_at_length_256_stays_finite(dtype: torch.dtype, sigma: float, engine: str) -> None:
     generator = torch.Generator().manual_seed(24)
     x = torch.nn.functional.normalize(torch.randn(3, 256, 16, generator=generator), dim=-1).to(dtype)
     lengths = torch.tensor([256, 192, 17])
     for normalize in (True, False):
-        log_matrix = gak_matrix(x, lengths, sigma=sigma, normalize=normalize, log=True, engine="wavefront")
+        log_matrix = gak_matrix(x, lengths, sigma=sigma, normalize=normalize, log=True, engine=engine)
         assert torch.isfinite(log_matrix).all(), (sigma, normalize)
-    cross = gak_matrix(x[:1], lengths[:1], x[1:], lengths[1:], sigma=sigma, log=True, engine="wavefront")
+    cross = gak_matrix(x[:1], lengths[:1], x[1:], lengths[1:], sigma=sigma, log=True, engine=engine)
     assert torch.isfinite(cross).all() and (cross <= 0).all()
-    matrix = gak_matrix(x, lengths, sigma=sigma, engine="wavefront")
+    matrix = gak_matrix(x, lengths, sigma=sigma, engine=engine)
     assert torch.allclose(matrix.diagonal(), torch.ones(3, dtype=dtype))
 
 
@@ -480,3 +484,58 @@ def test_engine_is_chosen_by_shape_and_checked() -> None:
     assert not prefers_wavefront(8, 8) and prefers_wavefront(64, 64) and prefers_wavefront(256, 256)
     with pytest.raises(ValueError, match="engine must be"):
         gak_matrix(torch.zeros(2, 3, 4), torch.tensor([1, 3]), sigma=1.0, engine="fast")
+
+
+# --- the compiled CPU recursion (numba) ---------------------------------------------------------
+
+
+def test_compiled_engine_falls_back_to_log_space_exactly_where_plain_values_would_underflow() -> None:
+    from sugar import gak_compiled
+
+    generator = torch.Generator().manual_seed(28)
+    x = torch.nn.functional.normalize(torch.randn(4, 200, 8, generator=generator, dtype=torch.float64), dim=-1)
+    lengths = torch.tensor([200, 150, 40, 3])
+    for sigma in (1e-2, 0.05, 1.0, 1e3):  # far below, near and well inside float64's range
+        sweep = gak_matrix(x, lengths, sigma=sigma, normalize=False, log=True, engine="wavefront")
+        compiled = gak_matrix(x, lengths, sigma=sigma, normalize=False, log=True, engine="compiled")
+        torch.testing.assert_close(compiled, sweep, rtol=1e-12, atol=1e-10)  # log values near 0 at sigma = 1e3
+    # the log-space path itself against the plain one where both apply
+    phi = torch.cdist(x[0, :50], x[1, :60]).pow(2).numpy()
+    plain = gak_compiled._pair(phi, 0.5, 0, 50, 0, 60)
+    assert gak_compiled._log_pair(phi, 0.5, 0, 50, 0, 60) == pytest.approx(plain, rel=1e-13)
+    # at sigma = 1e-2 plain values leave float64's range: the pair must have been rerun
+    phi = torch.cdist(x[0], x[1, :150]).pow(2).numpy()
+    assert gak_compiled._pair(phi, 5e3, 0, 200, 0, 150) == gak_compiled._log_pair(phi, 5e3, 0, 200, 0, 150)
+
+
+def test_compiled_engine_reads_only_valid_slices_and_takes_the_triple_kernel() -> None:
+    generator = torch.Generator().manual_seed(29)
+    sequences = random_set(generator, 9, 30, 6)
+    x, lengths = padded(sequences, fill=float("nan"))
+    kernel = TripleKernel(expert_dim=3)
+    packed = kernel.pack(x[..., :3].nan_to_num(), x[..., 3:].nan_to_num())
+    packed[torch.arange(x.shape[1]).unsqueeze(0) >= lengths.unsqueeze(1)] = float("nan")
+    modality = torch.randint(0, 2, x.shape[:2], generator=generator)
+    for engine in ("cells", "compiled"):
+        assert torch.isfinite(gak_matrix(x, lengths, delta=0.5, engine=engine)).all()
+    torch.testing.assert_close(
+        gak_matrix(packed, lengths, delta=0.5, kernel=kernel, x_modality=modality, engine="compiled"),
+        gak_matrix(packed, lengths, delta=0.5, kernel=kernel, x_modality=modality, engine="cells"),
+        rtol=1e-12,
+        atol=1e-14,
+    )
+
+
+def test_compiled_engine_is_refused_under_autograd_and_auto_avoids_it() -> None:
+    from sugar.align import choose_engine, compiled_available
+
+    x = torch.randn(3, 20, 4, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([20, 11, 5])
+    with pytest.raises(ValueError, match="compiled"):
+        gak_matrix(x, lengths, sigma=1.0, engine="compiled")
+    assert compiled_available()
+    assert choose_engine(20, 20, torch.device("cpu"), with_grad=True) == "wavefront"
+    assert choose_engine(20, 20, torch.device("cpu"), with_grad=False) == "compiled"
+    assert choose_engine(20, 20, torch.device("cuda"), with_grad=False) == "wavefront"
+    gak_matrix(x, lengths, sigma=1.0).sum().backward()  # auto picks a differentiable engine
+    assert torch.isfinite(x.grad).all()

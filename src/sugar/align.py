@@ -462,29 +462,76 @@ def _skewed_log_kernels(
     return flat
 
 
+def _set_pairs(x: _SequenceMajor, y: _SequenceMajor) -> tuple[Tensor, Tensor]:
+    """Every pair (a, b) of two sets in sorted positions; a <= b only when they are the same set."""
+    rows, cols = len(x.order), len(y.order)
+    device = x.lengths.device
+    if x is y:
+        a, b = torch.triu_indices(rows, cols, device=device)
+        return a, b
+    return torch.arange(rows, device=device).repeat_interleave(cols), torch.arange(cols, device=device).repeat(rows)
+
+
+def _scatter_pairs(x: _SequenceMajor, y: _SequenceMajor, a: Tensor, b: Tensor, values: Tensor) -> Tensor:
+    """The (rows, cols) matrix in the callers' order from the values of pairs (a, b)."""
+    cols = len(y.order)
+    positions = x.order[a] * cols + y.order[b]
+    if x is y:  # K(y, x) = K(x, y); the diagonal is written once so its gradient counts once
+        off = a != b
+        positions = torch.cat([positions, (y.order[b] * cols + x.order[a])[off]])
+        values = torch.cat([values, values[off]])
+    return values.new_zeros(len(x.order) * cols).index_put((positions,), values).view(len(x.order), cols)
+
+
+def _log_gak_block_compiled(
+    x: _SequenceMajor, y: _SequenceMajor, kernel: LocalKernel, sigma: float | None, delta: float | None
+) -> Tensor:
+    """Unnormalised log GAK of every pair of two sets, in the callers' order, by the compiled
+    CPU recursion (`sugar.gak_compiled`), which reads the squared distances; no autograd."""
+    from sugar.gak_compiled import log_gak_pairs
+
+    rows, cols = len(x.slices), len(y.slices)
+    phi = torch.empty(rows, cols, dtype=x.slices.dtype)
+    sequence_of_row = torch.repeat_interleave(torch.arange(len(x.lengths)), x.lengths.cpu())
+    step = max(_TILE_MIN_ROWS, _TILE_ELEMENTS // max(1, cols))
+    for r0 in range(0, rows, step):
+        r1 = min(rows, r0 + step)
+        # a set against itself needs only pairs a <= b: columns from the first row's sequence on
+        c0 = int(x.starts[sequence_of_row[r0]]) if x is y else 0
+        phi[r0:r1, c0:] = kernel.sqdist(
+            x.slices[r0:r1],
+            y.slices[c0:],
+            None if x.modality is None else x.modality[r0:r1],
+            None if y.modality is None else y.modality[c0:],
+        )
+    a, b = _set_pairs(x, y)
+    n, m = x.lengths[a], y.lengths[b]
+    scales = torch.as_tensor(_bandwidth_scale(sigma, delta, n, m, torch.float64), dtype=torch.float64)
+    values = log_gak_pairs(
+        phi.numpy(),
+        scales.expand(len(a)).contiguous().numpy(),
+        x.starts.cpu().numpy(), x.lengths.cpu().numpy(),
+        y.starts.cpu().numpy(), y.lengths.cpu().numpy(),
+        a.cpu().numpy(), b.cpu().numpy(),
+        threads=torch.get_num_threads(),
+    )
+    return _scatter_pairs(x, y, a, b, torch.from_numpy(values).to(device=x.slices.device, dtype=x.slices.dtype))
+
+
+
+
 def _log_gak_block_sweep(
     x: _SequenceMajor, y: _SequenceMajor, kernel: LocalKernel, sigma: float | None, delta: float | None
 ) -> Tensor:
     """Unnormalised log GAK of every pair of two sets (one triangle if they are the same set),
     in the callers' order, by the wavefront engine."""
     flat = _skewed_log_kernels(x, y, kernel, sigma, delta)
-    rows, cols = len(x.order), len(y.order)
-    device = flat.device
-    if x is y:
-        a, b = torch.triu_indices(rows, cols, device=device)
-    else:
-        a = torch.arange(rows, device=device).repeat_interleave(cols)
-        b = torch.arange(cols, device=device).repeat(rows)
+    a, b = _set_pairs(x, y)
     order = torch.argsort(x.lengths[a] + y.lengths[b], descending=True, stable=True)
     a, b = a[order], b[order]
     base = (x.starts[a] + y.starts[b]) * len(x.slices) + x.starts[a]
     values = _log_gak_sweep(flat, base, x.lengths[a], y.lengths[b], len(x.slices))
-    positions = x.order[a] * cols + y.order[b]
-    if x is y:  # K(y, x) = K(x, y); the diagonal is written once so its gradient counts once
-        off = a != b
-        positions = torch.cat([positions, (y.order[b] * cols + x.order[a])[off]])
-        values = torch.cat([values, values[off]])
-    return values.new_zeros(rows * cols).index_put((positions,), values).view(rows, cols)
+    return _scatter_pairs(x, y, a, b, values)
 
 
 def _log_gak_self_sweep(
@@ -622,6 +669,27 @@ def prefers_wavefront(max_n: int, max_m: int) -> bool:
 
 
 WAVEFRONT_MIN_CELLS = 256
+ENGINES = ("auto", "cells", "wavefront", "compiled")
+
+
+def compiled_available() -> bool:
+    """Whether the compiled CPU recursion (numba) can be used."""
+    try:
+        import sugar.gak_compiled  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def choose_engine(max_n: int, max_m: int, device: torch.device, with_grad: bool) -> str:
+    """The engine "auto" runs. Without autograd on a CPU the compiled recursion (its cost is the
+    cells, not Python steps); otherwise the tensor engine `prefers_wavefront` picks."""
+    if not with_grad and device.type == "cpu" and max_n * max_m > COMPILED_MIN_CELLS and compiled_available():
+        return "compiled"
+    return "wavefront" if prefers_wavefront(max_n, max_m) else "cells"
+
+
+COMPILED_MIN_CELLS = 0
 
 
 def gak_matrix(
@@ -649,13 +717,14 @@ def gak_matrix(
     reads `x_modality` / `y_modality`, (B, L) ids. `normalize` divides by sqrt(K(x,x) K(y,y))
     and clamps at 1; `log` returns log values. Differentiable in x and y. Each block of pairs
     uses about `chunk_bytes` of working memory. `engine`: "cells" (one step per cell (i, j)),
-    "wavefront" (one step per anti-diagonal) or "auto" (by the longest lengths; same values).
+    "wavefront" (one step per anti-diagonal), "compiled" (the recursion compiled for the CPU,
+    without autograd) or "auto" (`choose_engine`; the same values whichever runs).
     """
     kernel = kernel or SquaredEuclidean()
     _check_sequences(x, "x")
     _check_bandwidth(sigma, delta)
-    if engine not in ("auto", "cells", "wavefront"):
-        raise ValueError(f"engine must be 'auto', 'cells' or 'wavefront', got {engine!r}")
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(map(repr, ENGINES))}, got {engine!r}")
     if (y is None) != (y_lengths is None):
         raise ValueError("give y and y_lengths together (or neither, for y = x)")
     symmetric = y is None
@@ -672,9 +741,11 @@ def gak_matrix(
         y = y.to(device=x.device, dtype=x.dtype)
 
     with_grad = torch.is_grad_enabled() and (x.requires_grad or y.requires_grad)
-    wavefront = engine == "wavefront" or (
-        engine == "auto" and prefers_wavefront(int(x_lengths.max()), int(y_lengths.max()))
-    )
+    if engine == "compiled" and (with_grad or x.device.type != "cpu" or not compiled_available()):
+        raise ValueError("engine='compiled' needs numba, a CPU tensor and no autograd")
+    if engine == "auto":
+        engine = choose_engine(int(x_lengths.max()), int(y_lengths.max()), x.device, with_grad)
+    wavefront = engine in ("wavefront", "compiled")
     if wavefront:
         x_parts, y_parts = _wavefront_blocks(x_lengths, y_lengths, x.element_size(), with_grad, chunk_bytes, symmetric)
     else:
@@ -706,6 +777,8 @@ def gak_matrix(
 
         x_set = sequences(x, x_lengths, x_modality, x_part)
         y_set = x_set if symmetric and x_part == y_part else sequences(y, y_lengths, y_modality, y_part)
+        if engine == "compiled":
+            return _log_gak_block_compiled(x_set, y_set, kernel, sigma, delta)
         return _log_gak_block_sweep(x_set, y_set, kernel, sigma, delta)
 
     block = wavefront_block if wavefront else cell_block

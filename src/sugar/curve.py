@@ -29,11 +29,13 @@ from sugar.fileio import atomic_write_text
 # stage (OUT/sugar), whose points are the models it saves (DEMO_RECIPE save_models_at and steps).
 CURVE_VARIANTS: dict[str, list[str]] = {
     "demo": [],
+    "recipe": [],
     "mse": ["pair_target=kernel"],
     "infonce": ["discriminative_loss=infonce"],
 }
 CURVE_DESCRIPTIONS: dict[str, str] = {
     "demo": "the demo's sugar stage: MSE onto the GAK targets, an image and its caption (fed in both orders) one document (target 1)",
+    "recipe": "the demo's sugar recipe trained for the longest point (the demo's own run stops earlier)",
     "mse": "the paper's reading: MSE onto the GAK targets, an image and its caption two documents (target = the teacher's kernel)",
     "infonce": "KL between tempered softmaxes of M_r and M_l (the project's InfoNCE variant), caption pair = one document",
 }
