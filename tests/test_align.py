@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from sugar.align import DEFAULT_CHUNK_BYTES, gak, gak_matrix, log_local_kernel, soft_alignment
-from sugar.kernels import IMAGE, TEXT, SquaredEuclidean, TripleKernel
+from sugar.kernels import IMAGE, TEXT, SquaredEuclidean, TripleKernel, sqdist_into
 
 
 def all_paths(n: int, m: int) -> list[list[tuple[int, int]]]:
@@ -245,6 +245,20 @@ def test_triple_kernel_picks_the_part_by_modality() -> None:
     assert kernel.sqdist(a, b, text, image).item() == pytest.approx(0.0)  # text-image: cross
     assert kernel.sqdist(a, c, image, image).item() == pytest.approx(0.0)
     assert kernel.sqdist(a, c, text, image).item() == pytest.approx(4.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_sqdist_into_writes_the_kernel_into_a_strided_view(dtype: torch.dtype) -> None:
+    generator = torch.Generator().manual_seed(3)
+    a, b = torch.randn(7, 5, generator=generator, dtype=dtype), torch.randn(9, 5, generator=generator, dtype=dtype)
+    triple = TripleKernel(expert_dim=2)
+    modality_a, modality_b = torch.tensor([IMAGE, TEXT] * 3 + [IMAGE]), torch.tensor([TEXT, IMAGE] * 4 + [TEXT])
+    for kernel in (SquaredEuclidean(), triple):
+        whole = torch.full((10, 12), -1.0, dtype=dtype)
+        sqdist_into(kernel, whole[2:9, 3:], a, b, modality_a, modality_b)
+        expected = kernel.sqdist(a, b, modality_a, modality_b)
+        torch.testing.assert_close(whole[2:9, 3:], expected)
+        assert (whole[:2] == -1).all() and (whole[9:] == -1).all() and (whole[:, :3] == -1).all()
 
 
 def test_triple_kernel_experts_of_different_widths_share_the_expert_block() -> None:

@@ -31,7 +31,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from sugar.kernels import LocalKernel, SquaredEuclidean
+from sugar.kernels import LocalKernel, SquaredEuclidean, sqdist_into
 
 DEFAULT_CHUNK_BYTES = 256 * 2**20
 
@@ -498,7 +498,9 @@ def _log_gak_block_compiled(
         r1 = min(rows, r0 + step)
         # a set against itself needs only pairs a <= b: columns from the first row's sequence on
         c0 = int(x.starts[sequence_of_row[r0]]) if x is y else 0
-        phi[r0:r1, c0:] = kernel.sqdist(
+        sqdist_into(
+            kernel,
+            phi[r0:r1, c0:],
             x.slices[r0:r1],
             y.slices[c0:],
             None if x.modality is None else x.modality[r0:r1],
