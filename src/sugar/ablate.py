@@ -31,17 +31,19 @@ VARIANTS: dict[str, list[str]] = {
     "no_triple": ["teacher_kernel=cross"],
     "last_token": ["model_overrides.image_pooling=last"],
     "ld_only": ["use_generative_loss=false"],
-    "infonce": ["discriminative_loss=infonce"],
+    "mse": ["discriminative_loss=mse"],
+    "paper": ["discriminative_loss=mse", "pair_target=kernel"],
 }
 ROWS: tuple[str, ...] = ("base", *VARIANTS)
 DESCRIPTIONS: dict[str, str] = {
     "base": "L_g only (stage 1); retrieval head untrained: a floor, not a rival",
-    "sugar": "L_g + alpha * L_d, GAK targets over the Triple Kernel, mean image pooling",
+    "sugar": "L_g + alpha * L_d (the demo recipe: InfoNCE onto GAK targets over the Triple Kernel), mean image pooling",
     "no_gak": "target = mean local kernel over all slice pairs (no alignment)",
     "no_triple": "cross-modal teacher only (no same-modality experts)",
     "last_token": "an image is its last visual token instead of the mean",
     "ld_only": "L_d only, no generative loss",
-    "infonce": "KL between tempered softmaxes of M_r and M_l instead of the MSE",
+    "mse": "the paper's MSE onto the targets instead of the InfoNCE (KL between tempered softmaxes)",
+    "paper": "the paper's reading: MSE, an image and its caption two documents (target = the teacher's kernel)",
     "teacher": "the CLIP-style cross-modal teacher (LiT heads on frozen experts)",
 }
 # benchmark -> item limit (None: every item); qa counts VQA and POPE questions per type

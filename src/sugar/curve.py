@@ -1,7 +1,7 @@
 """`sugar curve`: learning curves of the Sugar stage, measured on the **val** split.
 
     sugar curve                                   # runs/demo/curve/<variant>, results/learning_curve.{md,json,png}
-    sugar curve --variants demo,mse,infonce --points 100,250,500,1000
+    sugar curve --variants demo,mse_one,mse --points 100,250,500,1000
 
 Every variant continues the demo's base model (built first if missing) with the demo's sugar
 recipe and one change, for max(points) steps, saving the model after each point
@@ -30,12 +30,14 @@ from sugar.fileio import atomic_write_text
 CURVE_VARIANTS: dict[str, list[str]] = {
     "demo": [],
     "recipe": [],
-    "mse": ["pair_target=kernel"],
+    "mse_one": ["discriminative_loss=mse"],
+    "mse": ["discriminative_loss=mse", "pair_target=kernel"],
     "infonce": ["discriminative_loss=infonce"],
 }
 CURVE_DESCRIPTIONS: dict[str, str] = {
-    "demo": "the demo's sugar stage: MSE onto the GAK targets, an image and its caption (fed in both orders) one document (target 1)",
+    "demo": "the demo's sugar stage (its recipe, its steps and saved points)",
     "recipe": "the demo's sugar recipe trained for the longest point (the demo's own run stops earlier)",
+    "mse_one": "MSE onto the GAK targets instead of the InfoNCE, an image and its caption (fed in both orders) one document (target 1)",
     "mse": "the paper's reading: MSE onto the GAK targets, an image and its caption two documents (target = the teacher's kernel)",
     "infonce": "KL between tempered softmaxes of M_r and M_l (the project's InfoNCE variant), caption pair = one document",
 }
