@@ -419,9 +419,12 @@ class _SequenceMajor:
         self.order = torch.argsort(lengths, stable=True)
         self.lengths = lengths[self.order]
         self.max_len = int(self.lengths[-1])
-        valid = torch.arange(x.shape[1], device=x.device).unsqueeze(0) < self.lengths.unsqueeze(1)
-        self.slices = x[self.order][valid]
-        self.modality = None if modality is None else modality[self.order][valid]
+        positions = torch.arange(x.shape[1], device=x.device)
+        valid = positions.unsqueeze(0) < self.lengths.unsqueeze(1)
+        # one gather of the valid rows (not a sorted copy of the padded batch, then a mask)
+        rows = (self.order.unsqueeze(1) * x.shape[1] + positions)[valid]
+        self.slices = x.reshape(-1, x.shape[-1])[rows]
+        self.modality = None if modality is None else modality.reshape(-1)[rows]
         self.starts = torch.cumsum(self.lengths, 0) - self.lengths
         self.row_lengths = torch.repeat_interleave(self.lengths, self.lengths)
 
@@ -494,6 +497,8 @@ def _log_gak_block_compiled(
     phi = torch.empty(rows, cols, dtype=x.slices.dtype)
     sequence_of_row = torch.repeat_interleave(torch.arange(len(x.lengths)), x.lengths.cpu())
     step = max(_TILE_MIN_ROWS, _TILE_ELEMENTS // max(1, cols))
+    x_sq = x.slices.pow(2).sum(-1)
+    y_sq = x_sq if x is y else y.slices.pow(2).sum(-1)
     for r0 in range(0, rows, step):
         r1 = min(rows, r0 + step)
         # a set against itself needs only pairs a <= b: columns from the first row's sequence on
@@ -505,6 +510,8 @@ def _log_gak_block_compiled(
             y.slices[c0:],
             None if x.modality is None else x.modality[r0:r1],
             None if y.modality is None else y.modality[c0:],
+            x_sq[r0:r1],
+            y_sq[c0:],
         )
     a, b = _set_pairs(x, y)
     n, m = x.lengths[a], y.lengths[b]

@@ -114,14 +114,17 @@ def sqdist_into(
     b: Tensor,
     a_modality: Tensor | None = None,
     b_modality: Tensor | None = None,
+    a_sq: Tensor | None = None,
+    b_sq: Tensor | None = None,
 ) -> None:
     """Write `kernel.sqdist(a, b)` into the 2-D view `out` (rows of a larger matrix).
 
-    For the plain Euclidean kernel the matrix product writes straight into `out`: no temporary
-    and no copy, which halves the cost of the local-kernel matrix of long sequences."""
+    For the plain Euclidean kernel the matrix product writes straight into `out` (no temporary,
+    no copy), from squared norms a caller filling many tiles can compute once (`a_sq`, `b_sq`)."""
     if isinstance(kernel, SquaredEuclidean) and a.dim() == 2 and b.dim() == 2:
-        torch.addmm(b.pow(2).sum(-1).unsqueeze(0), a, b.T, alpha=-2.0, out=out)
-        out.add_(a.pow(2).sum(-1, keepdim=True)).clamp_min_(0.0)
+        a_sq = a.pow(2).sum(-1) if a_sq is None else a_sq
+        b_sq = b.pow(2).sum(-1) if b_sq is None else b_sq
+        torch.addmm(b_sq.unsqueeze(0), a, b.T, alpha=-2.0, out=out)
+        out.add_(a_sq.unsqueeze(1)).clamp_min_(0.0)
     else:
         out.copy_(kernel.sqdist(a, b, a_modality, b_modality))
-
