@@ -12,7 +12,6 @@ evaluations are reused on a re-run.
 from __future__ import annotations
 
 import json
-import math
 import platform
 import shlex
 import sys
@@ -23,6 +22,7 @@ from typing import Any
 
 from sugar.checks import UsageError
 from sugar.fileio import atomic_write_bytes, atomic_write_text
+from sugar.seeds import mean_std
 
 # variant -> TrainConfig overrides of the sugar stage ("base" is the base model itself)
 VARIANTS: dict[str, list[str]] = {
@@ -171,9 +171,7 @@ def summarise(per_seed: dict[int, dict[str, dict[str, Any]]]) -> dict[str, dict[
             values = [v for v in (_dig(r, path) for r in seed_results) if v is not None]
             if not values:
                 continue
-            mean = sum(values) / len(values)
-            std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-            summary[row][metric] = {"mean": mean, "std": std, "values": values}
+            summary[row][metric] = vars(mean_std(values))
     return summary
 
 

@@ -27,6 +27,7 @@ COMMAND_MODULES: dict[str, str] = {
     "demo": "sugar.demo",
     "ablate": "sugar.ablate",
     "curve": "sugar.curve",
+    "seeds": "sugar.seeds",
     "eval": "sugar.eval.cli",
 }
 
