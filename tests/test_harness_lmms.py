@@ -304,7 +304,7 @@ metric_list:
 
 def evaluator_or_skip() -> Any:
     """lmms-eval's evaluator needs datasets, evaluate, sacrebleu, tenacity and filelock<4 on top of
-    the model API; skip where they are absent."""
+    the model API (`make install` pins them: HARNESS_DEPS in the Makefile); skip where they are absent."""
     try:
         import filelock._api  # noqa: F401  (removed in filelock 4; lmms-eval 0.7.3 patches it)
         from lmms_eval import evaluator
