@@ -28,9 +28,9 @@ from sugar.fileio import atomic_write_text
 DEMO_RECIPE: dict[str, dict[str, str]] = {
     "align": {"mix": "{captions: 16}", "steps": "100", "learning_rate": "1.0e-3"},
     "base": {"mix": "{captions: 8, stories: 1, vqa: 6, rag: 2}", "steps": "250", "learning_rate": "5.0e-4"},
-    # alpha: at the start of this stage |grad L_d| is ~20x |grad L_g| on the shared weights
-    # (benchmarks/loss_balance.py: equal norms at alpha 0.049); 0.1 leaves L_d the larger pull
-    # while L_g keeps a real share, and L_d's gradient shrinks as it is fitted.
+    # alpha: at the start of this stage |grad L_d| of the InfoNCE is ~6x |grad L_g| on the shared
+    # weights (results/loss_balance.md: equal norms at alpha 0.16), so 0.1 leaves L_g the larger
+    # pull (0.6x) while L_d is a real share of it.
     # discriminative_loss=infonce: on val (results/learning_curve.md) the KL between tempered
     # softmaxes of M_r and M_l is ahead of the paper's MSE at every point (T->I R@5 49.7 against
     # 30.8 at 500 steps); the MSE stays a variant (`sugar curve`, `sugar ablate`).
