@@ -150,3 +150,21 @@ def test_new_stage_and_pair_target_options_are_validated() -> None:
         load_config(None, ["stage=pretrain"])
     with pytest.raises(ValueError, match="save_models_at"):
         load_config(None, ["steps=10", "save_models_at=[5, 11]"])
+
+
+def test_alpha_schedules_rise_over_the_warm_up_to_alpha() -> None:
+    from sugar.train.recipe import alpha_at
+
+    def schedule(name: str) -> list[float]:
+        config = load_config(None, ["steps=10", "alpha=0.5", f"alpha_schedule={name}", "alpha_warmup=0.4"])
+        return [alpha_at(config, step) for step in range(10)]
+
+    assert schedule("constant") == [0.0] * 4 + [0.5] * 6  # generation only, then discrimination
+    assert schedule("linear") == pytest.approx([0.0, 0.125, 0.25, 0.375] + [0.5] * 6)
+    assert schedule("cosine") == pytest.approx([0.0, 0.5 * 0.5 * (1 - 0.7071067811865476), 0.25, 0.5 * 0.5 * 1.7071067811865475] + [0.5] * 6)
+    plain = load_config(None, ["steps=10", "alpha=0.5", "alpha_schedule=cosine"])
+    assert [alpha_at(plain, step) for step in range(10)] == [0.5] * 10  # no warm-up: alpha throughout
+    with pytest.raises(ValueError, match="alpha_schedule"):
+        load_config(None, ["alpha_schedule=step"])
+    with pytest.raises(ValueError, match=r"alpha_warmup is a fraction of the steps in \[0, 1\), got 1.0"):
+        load_config(None, ["alpha_warmup=1.0"])

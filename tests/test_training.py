@@ -236,3 +236,21 @@ def test_align_stage_trains_the_projector_alone_and_snapshots_are_saved(world: P
     last = load_file(out / "model.safetensors")
     changed = {k for k in first if not torch.equal(first[k], last[k])}
     assert changed and all(k.startswith("backbone.projector.") for k in changed)
+
+
+def test_compute_losses_weighs_l_d_by_the_scheduled_alpha(world: Path, teachers: Path, tmp_path: Path) -> None:
+    from sugar.teachers import TeacherSuite
+    from sugar.train.examples import load_world_examples
+    from sugar.train.mixture import BatchStream
+    from sugar.train.recipe import SliceTeacher, compute_losses
+
+    settings = config(world, teachers, tmp_path, stage="sugar", steps=10, alpha=0.5, alpha_schedule="linear",
+                      alpha_warmup=0.5, gradient_accumulation=2, mix="{captions: 4}")
+    pools = load_world_examples(world, "train", ["captions"])
+    examples = BatchStream(pools, settings.mix, seed=0, paired=("captions",)).batch(0)
+    model = build_tiny_model(world)
+    teacher = SliceTeacher(TeacherSuite.load(teachers), "triple")
+    for micro_step, alpha in [(0, 0.0), (5, 0.5 * 2 / 5), (12, 0.5)]:  # micro-steps of 2 per optimizer step
+        losses = compute_losses(model, model.processor, examples, settings, teacher, micro_step, 0, torch.device("cpu"))
+        assert losses.generative is not None and losses.discriminative is not None
+        assert losses.total.item() == pytest.approx(losses.generative.item() + alpha * losses.discriminative.item(), rel=1e-5)

@@ -52,6 +52,11 @@ class TrainConfig:
 
     # the discriminative side (method.md sections 3-6)
     alpha: float = 1.0
+    # alpha over the stage: over the first alpha_warmup of the steps it rises from 0 to alpha,
+    # as a step at the end of the warm-up (constant), a line (linear) or a half cosine (cosine);
+    # alpha after it. alpha_warmup = 0 is alpha throughout.
+    alpha_schedule: Literal["constant", "linear", "cosine"] = "constant"
+    alpha_warmup: float = 0.0
     delta: float = 1.0
     prefixes_per_document: int = 2
     similarity_map: Literal["identity", "unit"] = "identity"
@@ -101,6 +106,10 @@ class TrainConfig:
             raise ValueError(f"the {self.stage} stage trains the generative loss only; use_generative_loss must be true")
         if any(not isinstance(s, int) or not 1 <= s <= self.steps for s in self.save_models_at):
             raise ValueError(f"save_models_at must list steps in 1..{self.steps}, got {self.save_models_at}")
+        if self.alpha_schedule not in ("constant", "linear", "cosine"):
+            raise ValueError(f"alpha_schedule must be 'constant', 'linear' or 'cosine', got {self.alpha_schedule!r}")
+        if not 0.0 <= self.alpha_warmup < 1.0:
+            raise ValueError(f"alpha_warmup is a fraction of the steps in [0, 1), got {self.alpha_warmup}")
         if self.delta <= 0 or self.alpha < 0:
             raise ValueError(f"delta must be > 0 and alpha >= 0, got delta={self.delta}, alpha={self.alpha}")
 

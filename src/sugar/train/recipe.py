@@ -224,6 +224,19 @@ def forward_in_length_groups(
     return GroupedOutput(loss, tokens, embeddings, slices, cuts)
 
 
+def alpha_at(config: TrainConfig, step: int) -> float:
+    """The weight of L_d at optimizer step `step` (0-based) under config.alpha_schedule."""
+    warmup_steps = config.alpha_warmup * config.steps
+    if step >= warmup_steps:
+        return config.alpha
+    progress = step / warmup_steps  # in [0, 1): discrimination comes in after generation
+    if config.alpha_schedule == "constant":
+        return 0.0
+    if config.alpha_schedule == "linear":
+        return config.alpha * progress
+    return config.alpha * 0.5 * (1.0 - math.cos(math.pi * progress))
+
+
 def compute_losses(
     model: torch.nn.Module,
     processor: Any,
@@ -268,7 +281,7 @@ def compute_losses(
         else:
             discriminative = soft_infonce_loss(embeddings, targets_matrix, config.infonce_temperature)
         # Every process computes the same global L_d but backpropagates through its own rows only.
-        total = total + config.alpha * discriminative * scale
+        total = total + alpha_at(config, step // config.gradient_accumulation) * discriminative * scale
     return StepLosses(total, generative, discriminative, len(examples))
 
 
@@ -416,7 +429,7 @@ def train(config: TrainConfig, resume: bool = False, show_progress: bool | None 
                 if accelerator.sync_gradients:
                     scheduler.step()
                 optimizer.zero_grad()
-            combined = (losses.generative.item() if losses.generative is not None else 0.0) + config.alpha * (
+            combined = (losses.generative.item() if losses.generative is not None else 0.0) + alpha_at(config, step) * (
                 losses.discriminative.item() if losses.discriminative is not None else 0.0
             )
             sums["loss"] += combined / micro_steps
