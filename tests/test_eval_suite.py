@@ -98,6 +98,11 @@ def test_every_benchmark_end_to_end(setup: dict[str, Any]) -> None:
         assert qa["pope"][kind]["count"] == 4
         assert all(in_unit(qa["pope"][kind][k]) for k in ("accuracy", "precision", "recall", "f1", "yes_ratio"))
 
+    captions = results["captions"]
+    assert captions["images"] == 4 and len(captions["examples"]) == 4
+    assert all(in_unit(captions["bleu"][f"bleu{n}"]) for n in range(1, 5)) and captions["cider"] >= 0.0
+    assert captions["bleu4"] == captions["bleu"]["bleu4"]
+
     rag = results["rag"]
     assert rag["questions"] == 12 and rag["answered"] == 4 and rag["knowledge_base"] == 60
     assert set(rag["retrieval"]) == {"self", "teacher"}
@@ -113,6 +118,7 @@ def test_every_benchmark_end_to_end(setup: dict[str, Any]) -> None:
     report = write_results(results, setup["root"] / "out", command="sugar eval ...")
     text = report.read_text()
     assert "## Interleaved retrieval" in text and "| teacher (CLIP-style) |" in text and "self_k3" in text
+    assert "## Captioning (BLEU-4, CIDEr-D)" in text
     assert "mmvp_patterns.png" in text and (report.parent / "mmvp_patterns.png").is_file()
     for name in BENCHES:
         assert json.loads((report.parent / f"{name}.json").read_text())["bench"] == name

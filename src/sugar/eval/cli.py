@@ -23,7 +23,7 @@ PICTURES = ("mmvp_patterns.png", "webqa_position.png")
 BENCH_HELP = (
     "benchmark(s) to run, comma-separated or repeated: retrieval (image-text R@k), interleaved (VIST "
     "protocol R@k), winoground, mmvp (per-pattern, by embeddings and by likelihood of the two choices), "
-    "qa (VQA exact match and POPE per negative type), rag (no retrieval / own retrieval k=1,2,3 / "
+    "qa (VQA exact match and POPE per negative type), captions (BLEU-4 and CIDEr-D), rag (no retrieval / own retrieval k=1,2,3 / "
     "teacher retrieval / oracle), webqa (accuracy by position of the relevant source), or all (default)"
 )
 

@@ -23,7 +23,7 @@ from typing import Any
 from sugar.data import DataFormatError, ImageRef, Story
 from sugar.fileio import atomic_write_text
 
-BENCHES: tuple[str, ...] = ("retrieval", "interleaved", "winoground", "mmvp", "qa", "rag", "webqa")
+BENCHES: tuple[str, ...] = ("retrieval", "interleaved", "winoground", "mmvp", "qa", "captions", "rag", "webqa")
 # Items per benchmark when no limit is given (None: every item). Only qa is cut by default: the
 # default world's test split has 1000 VQA and 1702 POPE questions per negative type, and 500 of
 # each keep `all` within a few minutes on two CPU cores for the tiny model (`--limit 0`: all).
@@ -33,16 +33,18 @@ DEFAULT_LIMITS: dict[str, int | None] = {
     "winoground": None,
     "mmvp": None,
     "qa": 500,  # VQA questions, and POPE questions per negative type
+    "captions": 200,  # images captioned (each scored against its five references)
     "rag": None,  # questions answered per row (retrieval hit@k always uses every question)
     "webqa": None,  # items, balanced over the positions of the relevant source
 }
 # Longest answers the references need, in tokens of the tiny model's tokenizer, plus margin.
-MAX_NEW_TOKENS: dict[str, int] = {"vqa": 28, "pope": 6, "rag": 12, "webqa": 8}
+MAX_NEW_TOKENS: dict[str, int] = {"vqa": 28, "pope": 6, "rag": 12, "webqa": 8, "captions": 32}
 DATA_BENCHES: dict[str, str] = {
     "retrieval": "a COCO / Flickr30k Karpathy JSON (dataset_coco.json); --image-root holds its filepath folders",
     "winoground": "a Winoground examples.jsonl; --image-root holds the images (default: <file folder>/images)",
     "interleaved": "a VIST story-in-sequence JSON; --image-root holds <photo id>.jpg (default: the file's folder)",
     "mmvp": "a folder holding MMVP_VLM/ (Questions.csv, 'MLLM_VLM Images/') and/or MMVP/ (Questions.csv, 'MMVP Images/')",
+    "captions": "a COCO / Flickr30k Karpathy JSON (dataset_coco.json); --image-root holds its filepath folders",
 }
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg")
 
@@ -342,6 +344,41 @@ def _bench_qa(ctx: _Context) -> dict[str, Any]:
     return result
 
 
+def _bench_captions(ctx: _Context) -> dict[str, Any]:
+    """Captioning as the model was taught it (a caption document is the image, then its caption):
+    greedy continuations of the image alone, scored by corpus BLEU-4 and CIDEr-D against the
+    image's reference captions."""
+    from sugar.data import load_coco_karpathy
+    from sugar.eval.benchmarks import generate_batch, spread
+    from sugar.eval.caption_metrics import cider_d, corpus_bleu
+
+    if ctx.data is not None:
+        path, root = ctx.data, ctx.image_root or ctx.data.parent
+    else:
+        world = ctx.need_world("captions")
+        path, root = _world_file(world, "captions/dataset_coco.json", "captions"), world
+    records = spread(load_coco_karpathy(path, root, split=ctx.split), ctx.limit)
+    if not records:
+        raise ValueError(f"{path}: no images in split {ctx.split!r} to caption")
+    prompts = [[record.image.load()] for record in records]
+    captions = generate_batch(
+        ctx.model, prompts, MAX_NEW_TOKENS["captions"], ctx.batch_size, ctx.progress, "captions"
+    )
+    captions = [caption.strip().split("\n")[0] for caption in captions]  # one sentence-line per image
+    references = [record.captions for record in records]
+    bleu = corpus_bleu(captions, references)
+    cider, _ = cider_d(captions, references)
+    return {
+        "source": str(path),
+        "images": len(records),
+        "bleu": {f"bleu{n + 1}": value for n, value in enumerate(bleu)},
+        "bleu4": bleu[3],
+        "cider": cider,
+        "examples": [{"image": str(r.image.path), "caption": c, "reference": r.captions[0]} for r, c in zip(records[:5], captions)],
+        "metric": "corpus BLEU-4 and CIDEr-D (COCO caption toolkit definitions) against every reference caption",
+    }
+
+
 def _bench_rag(ctx: _Context) -> dict[str, Any]:
     from sugar.data import load_interleaved, load_llava_conversations
     from sugar.eval.benchmarks import TeacherEncoder, evaluate_rag
@@ -386,6 +423,7 @@ RUNNERS: dict[str, Callable[[_Context], dict[str, Any]]] = {
     "winoground": _bench_winoground,
     "mmvp": _bench_mmvp,
     "qa": _bench_qa,
+    "captions": _bench_captions,
     "rag": _bench_rag,
     "webqa": _bench_webqa,
 }
@@ -498,6 +536,7 @@ def _limit_rule(bench: str, resolved: int | None) -> str:
         "interleaved": "stories (the candidate pool is their last images)",
         "mmvp": "pairs",
         "retrieval": "images",
+        "captions": "images",
         "winoground": "items",
     }[bench]
     return f"at most {resolved} {what}, evenly spread through the file"
@@ -619,6 +658,21 @@ def _markdown_rag(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _markdown_captions(result: dict[str, Any]) -> list[str]:
+    lines = [
+        f"{result['images']} images; {result['metric']}.",
+        "",
+        "| BLEU-1 | BLEU-2 | BLEU-3 | BLEU-4 | CIDEr-D |",
+        "|---|---|---|---|---|",
+        "| " + " | ".join(_pct(result["bleu"][f"bleu{n}"]) for n in range(1, 5)) + f" | {100 * result['cider']:.1f} |",
+        "",
+        "BLEU in %, CIDEr-D x 100. First captions:",
+        "",
+    ]
+    lines += [f"- `{e['caption']}` (reference: {e['reference']})" for e in result["examples"]]
+    return lines
+
+
 def _markdown_webqa(result: dict[str, Any]) -> list[str]:
     positions = list(result["by_position"])
     return [
@@ -638,6 +692,7 @@ MARKDOWN: dict[str, tuple[str, Callable[[dict[str, Any]], list[str]]]] = {
     "winoground": ("Winoground (embedding similarity)", _markdown_winoground),
     "mmvp": ("MMVP per visual pattern", _markdown_mmvp),
     "qa": ("Question answering and POPE", _markdown_qa),
+    "captions": ("Captioning (BLEU-4, CIDEr-D)", _markdown_captions),
     "rag": ("Knowledge-base QA with retrieval (RAG)", _markdown_rag),
     "webqa": ("WebQA-style multi-source QA by position of the relevant source", _markdown_webqa),
 }
