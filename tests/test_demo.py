@@ -97,3 +97,34 @@ def test_quick_demo_is_small_short_and_labelled(monkeypatch: pytest.MonkeyPatch,
     assert (quick.align_steps, quick.base_steps, quick.sugar_steps) == tuple(demo.QUICK_STEPS[s] for s in ("align", "base", "sugar"))
     report = write_demo_report(tmp_path, {"quick": True, "models": {}, "seeds": {"world": 0}, "model": {"lm": "x"}})
     assert "QUICK LOOK" in report.read_text().splitlines()[0]
+
+
+def test_balance_trains_each_setting_from_the_same_base_and_plots_the_trade_off(tmp_path: Path) -> None:
+    from sugar.balance import BalanceSettings, run_balance
+
+    limits = {"retrieval": 10, "interleaved": 5, "qa": 4, "captions": 4}
+    study = BalanceSettings(
+        demo=tmp_path / "demo", results=tmp_path / "results", alphas=[0.0, 0.5], schedules=["linear:0.5"],
+        steps=2, base_steps=2, align_steps=2, scale="small", overrides=tiny_overrides(), limits=limits, progress=False,
+        command="sugar balance --alphas 0,0.5 --schedules linear:0.5 --steps 2",
+    )
+    path = run_balance(study)
+    runs = tmp_path / "demo" / "balance"
+    assert sorted(p.name for p in runs.iterdir() if p.is_dir()) == ["alpha-0", "alpha-0.5", "linear-0.5"]
+    configs = {p.name: json.loads((p / "config.json").read_text()) for p in runs.iterdir() if p.is_dir()}
+    assert {c["init_from"] for c in configs.values()} == {str(tmp_path / "demo" / "base" / "model")}
+    assert configs["alpha-0"]["alpha"] == 0.0 and configs["alpha-0.5"]["alpha_schedule"] == "constant"
+    assert configs["linear-0.5"]["alpha_schedule"] == "linear" and configs["linear-0.5"]["alpha_warmup"] == 0.5
+    assert configs["linear-0.5"]["alpha"] == 0.1  # the demo's alpha, reached at the end of the warm-up
+    record = json.loads((tmp_path / "results" / "balance.json").read_text())
+    assert set(record["scores"]) == {"alpha 0", "alpha 0.5", "linear warm-up 0.5 (alpha 0.1)"}
+    for split in ("val", "test"):
+        assert set(record["scores"]["alpha 0"][split]) == {"T->I R@5", "VIST 5c+4i R@5", "VQA acc", "POPE F1", "BLEU-4", "CIDEr-D"}
+        assert record["base"][split]["CIDEr-D"] is not None and record["teacher"][split]["T->I R@5"] is not None
+    assert (tmp_path / "results" / "balance.png").stat().st_size > 0
+    text = path.read_text()
+    assert "## val" in text and "## test" in text and "| alpha 0.5 |" in text
+    # a re-run reuses every training and score
+    stamps = {p: p.stat().st_mtime for p in runs.glob("*/eval/*.json")}
+    run_balance(study)
+    assert {p: p.stat().st_mtime for p in runs.glob("*/eval/*.json")} == stamps

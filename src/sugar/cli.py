@@ -28,6 +28,7 @@ COMMAND_MODULES: dict[str, str] = {
     "ablate": "sugar.ablate",
     "curve": "sugar.curve",
     "seeds": "sugar.seeds",
+    "balance": "sugar.balance",
     "eval": "sugar.eval.cli",
 }
 

@@ -65,7 +65,7 @@ class CurveSettings:
     command: str = ""
 
 
-def _get(values: Any, path: tuple[str, ...]) -> float | None:
+def value_at(values: Any, path: tuple[str, ...]) -> float | None:
     for key in path:
         if not isinstance(values, dict) or key not in values:
             return None
@@ -73,23 +73,36 @@ def _get(values: Any, path: tuple[str, ...]) -> float | None:
     return float(values) if isinstance(values, (int, float)) else None
 
 
-def _score(model_dir: Path, settings: CurveSettings, path: Path, with_teacher: bool) -> dict[str, Any]:
-    """The val benchmarks of one saved model, cached in `path`."""
+def score_saved_model(
+    model_dir: Path,
+    demo: Path,
+    split: str,
+    limits: dict[str, int | None],
+    path: Path,
+    with_teacher: bool,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """The benchmarks in `limits` (with their item limits) of one saved model on `split`, using
+    the demo folder's world, teachers and vision cache; cached in `path` (a re-run reads it)."""
     if path.is_file():
         return json.loads(path.read_text())
     from sugar.eval.suite import run_benchmarks
     from sugar.models import SugarModel
 
-    demo = settings.demo
     model = SugarModel.from_pretrained(model_dir, vision_cache_dir=str(demo / "vision-cache"))
     results = run_benchmarks(
-        model, demo / "world", list(CURVE_LIMITS), split="val",
+        model, demo / "world", list(limits), split=split,
         teachers_dir=demo / "teachers" if with_teacher else None,
-        limits=CURVE_LIMITS, show_progress=settings.progress,
+        limits=limits, show_progress=progress,
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(results, indent=2))
     return results
+
+
+def _score(model_dir: Path, settings: CurveSettings, path: Path, with_teacher: bool) -> dict[str, Any]:
+    """The val benchmarks of one saved model, cached in `path`."""
+    return score_saved_model(model_dir, settings.demo, "val", CURVE_LIMITS, path, with_teacher, settings.progress)
 
 
 def _losses(log: Path, alpha: float) -> dict[str, list[float]]:
@@ -154,7 +167,7 @@ def run_curve(settings: CurveSettings) -> Path:
 def _table(variant_scores: dict[int, dict[str, Any]]) -> list[str]:
     lines = ["| steps | " + " | ".join(COLUMNS) + " |", "|---|" + "---|" * len(COLUMNS)]
     for point, results in sorted(variant_scores.items()):
-        cells = [_get(results, path) for path in COLUMNS.values()]
+        cells = [value_at(results, path) for path in COLUMNS.values()]
         lines.append(f"| {point} | " + " | ".join("-" if c is None else f"{100 * c:.1f}" for c in cells) + " |")
     return lines
 
@@ -172,10 +185,10 @@ def write_curve(
 
     settings.results.mkdir(parents=True, exist_ok=True)
     teacher = {
-        name: _get(base_scores, (path[0], "teacher", *path[1:])) for name, path in COLUMNS.items()
+        name: value_at(base_scores, (path[0], "teacher", *path[1:])) for name, path in COLUMNS.items()
     }
     table = {
-        variant: {str(point): {name: _get(results, path) for name, path in COLUMNS.items()} for point, results in rows.items()}
+        variant: {str(point): {name: value_at(results, path) for name, path in COLUMNS.items()} for point, results in rows.items()}
         for variant, rows in scores.items()
     }
     picture = plot_learning_curves(

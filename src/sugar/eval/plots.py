@@ -577,3 +577,33 @@ def plot_learning_curves(
     if ax.lines:
         ax.legend(fontsize=7)
     return _save(figure, out)
+
+
+def plot_tradeoff(
+    points: Mapping[str, Mapping[str, float | None]],
+    base: Mapping[str, float | None],
+    panels: Sequence[tuple[str, str]],
+    out: Path,
+) -> Path:
+    """One panel per (generation metric, retrieval metric): a point per setting, base as a star.
+    Up and to the right is better on both; a setting left of base paid generation for retrieval."""
+    out = _check_out(out)
+    if not points:
+        raise ValueError("points: no setting to draw")
+    names = list(points)
+    colour = dict(zip(names, _colours(len(names))))
+    figure = Figure(figsize=(4.2 * len(panels), 4.0), layout="constrained")
+    axes = np.atleast_1d(figure.subplots(1, len(panels)))
+    for ax, (x_metric, y_metric) in zip(axes, panels):
+        ax.set_xlabel(f"{x_metric} (generation)")
+        ax.set_ylabel(f"{y_metric} (retrieval)")
+        ax.grid(True, alpha=0.3)
+        for name, row in points.items():
+            x, y = row.get(x_metric), row.get(y_metric)
+            if x is not None and y is not None:
+                ax.scatter([100 * x], [100 * y], color=colour[name], s=30, label=_plain(name), zorder=3)
+        x, y = base.get(x_metric), base.get(y_metric)
+        if x is not None and y is not None:
+            ax.scatter([100 * x], [100 * y], color="black", marker="*", s=120, label="base", zorder=4)
+        ax.legend(fontsize=7)
+    return _save(figure, out)

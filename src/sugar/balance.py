@@ -1,0 +1,253 @@
+"""`sugar balance`: does discrimination hurt generation? A trade-off curve, not an opinion.
+
+    sugar balance                                        # runs/demo/balance/<setting>, results/balance.{md,json,png}
+    sugar balance --alphas 0,0.03,0.1,0.3,1 --schedules linear:0.3,cosine:0.3
+
+Every setting continues the demo's base model (built first if missing) with the demo's sugar
+recipe and one change: alpha (0 is the generative-only control at the same budget and batch),
+or an alpha schedule that brings L_d in over a warm-up fraction of the steps and ends at the
+demo's alpha (`alpha_schedule`, `alpha_warmup`). Each finished model is scored on val (where a
+setting is chosen) and on test (what is reported): retrieval (T->I R@5, VIST 5c+4i R@5) against
+generation (VQA accuracy, POPE F1, caption BLEU-4 and CIDEr-D against the five references).
+Finished trainings and scores are reused on a re-run, so the study resumes setting by setting.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shlex
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sugar.checks import UsageError
+from sugar.curve import value_at
+from sugar.fileio import atomic_write_text
+
+ALPHAS = (0.0, 0.03, 0.1, 0.3, 1.0)
+SCHEDULES = ("linear:0.3", "cosine:0.3")
+# benchmark -> item limit per split (None: every item); qa counts VQA and POPE questions per type
+LIMITS: dict[str, int | None] = {"retrieval": 300, "interleaved": None, "qa": 100, "captions": 100}
+RETRIEVAL = {"T->I R@5": ("retrieval", "t2i", "r@5"), "VIST 5c+4i R@5": ("interleaved", "captions_and_images", "r@5")}
+GENERATION = {
+    "VQA acc": ("qa", "vqa", "accuracy"),
+    "POPE F1": ("qa", "pope", "average", "f1"),
+    "BLEU-4": ("captions", "bleu4"),
+    "CIDEr-D": ("captions", "cider"),
+}
+COLUMNS = {**RETRIEVAL, **GENERATION}
+SPLITS = ("val", "test")
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    folder: str
+    overrides: tuple[str, ...]
+
+
+@dataclass
+class BalanceSettings:
+    demo: Path = Path("runs/demo")
+    results: Path = Path("results")
+    alphas: list[float] = field(default_factory=lambda: list(ALPHAS))
+    schedules: list[str] = field(default_factory=lambda: list(SCHEDULES))
+    steps: int | None = None  # sugar-stage steps of every setting (None: the demo's)
+    overrides: list[str] = field(default_factory=list)  # TrainConfig overrides of every stage
+    limits: dict[str, int | None] = field(default_factory=lambda: dict(LIMITS))
+    scale: str = "default"  # world size, when the demo folder is built here
+    base_steps: int | None = None  # None: the demo's, when the base model is trained here
+    align_steps: int | None = None
+    progress: bool = True
+    command: str = ""
+
+
+def demo_alpha() -> float:
+    from sugar.demo import DEMO_RECIPE
+
+    return float(DEMO_RECIPE["sugar"]["alpha"])
+
+
+def parse_schedule(text: str) -> tuple[str, float]:
+    """'linear:0.3' -> ("linear", 0.3), with errors that name the expected form."""
+    name, _, fraction = text.partition(":")
+    if name not in ("constant", "linear", "cosine") or not fraction:
+        raise UsageError(f"--schedules: expected NAME:WARMUP with NAME constant, linear or cosine (e.g. linear:0.3), got {text!r}")
+    try:
+        warmup = float(fraction)
+    except ValueError:
+        raise UsageError(f"--schedules: the warm-up of {text!r} must be a number in [0, 1)") from None
+    if not 0.0 <= warmup < 1.0:
+        raise UsageError(f"--schedules: the warm-up of {text!r} must be in [0, 1)")
+    return name, warmup
+
+
+def study_settings(alphas: list[float], schedules: list[str]) -> list[Setting]:
+    found = []
+    for alpha in alphas:
+        if alpha < 0:
+            raise UsageError(f"--alphas: alpha must be >= 0, got {alpha}")
+        found.append(Setting(f"alpha {alpha:g}", f"alpha-{alpha:g}", (f"alpha={alpha}",)))
+    final = demo_alpha()
+    for text in schedules:
+        name, warmup = parse_schedule(text)
+        found.append(
+            Setting(
+                f"{name} warm-up {warmup:g} (alpha {final:g})",
+                f"{name}-{warmup:g}",
+                (f"alpha={final}", f"alpha_schedule={name}", f"alpha_warmup={warmup}"),
+            )
+        )
+    if len({s.folder for s in found}) != len(found):
+        raise UsageError(f"settings repeat: {[s.name for s in found]}")
+    return found
+
+
+def row(results: dict[str, Any], teacher: bool = False) -> dict[str, float | None]:
+    if teacher:
+        return {name: value_at(results, (path[0], "teacher", *path[1:])) for name, path in RETRIEVAL.items()}
+    return {name: value_at(results, path) for name, path in COLUMNS.items()}
+
+
+def run_balance(settings: BalanceSettings) -> Path:
+    from sugar.curve import score_saved_model
+    from sugar.demo import DemoSettings, StageClock, prepare_models, train_stage
+
+    study = study_settings(settings.alphas, settings.schedules)
+    demo = DemoSettings(
+        out=settings.demo, scale=settings.scale, align_steps=settings.align_steps, base_steps=settings.base_steps,
+        sugar_steps=settings.steps, overrides=list(settings.overrides), progress=settings.progress,
+    )
+    clock = StageClock(settings.demo)
+    prepare_models(demo, clock, with_sugar=False)
+    base = settings.demo / "base" / "model"
+    scores: dict[str, dict[str, dict[str, float | None]]] = {}
+    configs: dict[str, Any] = {}
+    for setting in study:
+        folder = f"balance/{setting.folder}"
+        extra = [f"init_from={base}", "save_models_at=[]", *setting.overrides]
+        clock(f"balance {setting.folder}", lambda: train_stage(demo, "sugar", extra, folder=folder))
+        run = settings.demo / folder
+        configs[setting.name] = json.loads((run / "config.json").read_text())
+        scores[setting.name] = {
+            split: row(score_saved_model(run / "model", settings.demo, split, settings.limits, run / "eval" / f"{split}.json",
+                                         with_teacher=False, progress=settings.progress))
+            for split in SPLITS
+        }
+    base_scores, teacher = {}, {}
+    for split in SPLITS:
+        results = score_saved_model(base, settings.demo, split, settings.limits, settings.demo / "balance" / f"base-{split}.json",
+                                    with_teacher=True, progress=settings.progress)
+        base_scores[split], teacher[split] = row(results), row(results, teacher=True)
+    return write_balance(settings, study, scores, base_scores, teacher, configs)
+
+
+def _cell(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def write_balance(
+    settings: BalanceSettings,
+    study: list[Setting],
+    scores: dict[str, dict[str, dict[str, float | None]]],
+    base: dict[str, dict[str, float | None]],
+    teacher: dict[str, dict[str, float | None]],
+    configs: dict[str, Any],
+) -> Path:
+    from sugar.demo import _versions
+    from sugar.eval.plots import plot_tradeoff
+
+    settings.results.mkdir(parents=True, exist_ok=True)
+    picture = plot_tradeoff(
+        {name: split_rows["test"] for name, split_rows in scores.items()},
+        base["test"],
+        [("VQA acc", "T->I R@5"), ("CIDEr-D", "VIST 5c+4i R@5"), ("POPE F1", "T->I R@5")],
+        settings.results / "balance.png",
+    )
+    payload = {
+        "command": settings.command,
+        "limits": settings.limits,
+        "scores": scores,
+        "base": base,
+        "teacher": teacher,
+        "sugar_stage_configs": configs,
+        "versions": _versions(),
+        "machine": f"{platform.machine()}, {platform.python_version()}",
+    }
+    atomic_write_text(settings.results / "balance.json", json.dumps(payload, indent=2))
+    lines = [
+        "# The balance between L_g and L_d",
+        "",
+        f"Command: `{settings.command}`",
+        "",
+        "Every setting continues the same base model (the demo's, seed 0) with the demo's sugar recipe and "
+        "one change; one seed per setting. Limits per split: "
+        + ", ".join(f"{k} {'all' if v is None else v}" for k, v in settings.limits.items())
+        + " (qa: VQA questions and POPE questions per negative type; captions: images). In %; CIDEr-D x 100. "
+        "A setting is chosen on val; test is what is reported.",
+        "",
+    ]
+    for split in SPLITS:
+        lines += [f"## {split}", "", "| setting | " + " | ".join(COLUMNS) + " |", "|---|" + "---|" * len(COLUMNS)]
+        lines.append("| base | " + " | ".join(_cell(base[split].get(c)) for c in COLUMNS) + " |")
+        for setting in study:
+            values = scores[setting.name][split]
+            lines.append(f"| {setting.name} | " + " | ".join(_cell(values.get(c)) for c in COLUMNS) + " |")
+        lines.append("| teacher | " + " | ".join(_cell(teacher[split].get(c)) for c in COLUMNS) + " |")
+        lines.append("")
+    lines += [
+        f"![trade-off]({picture.name})",
+        "",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in payload["versions"].items()),
+        "",
+    ]
+    path = settings.results / "balance.md"
+    atomic_write_text(path, "\n".join(lines))
+    return path
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "balance",
+        help="the trade-off between retrieval and generation over alpha and alpha schedules",
+        description=(
+            "Continue the demo's base model with the demo's sugar stage at each alpha and each alpha schedule, "
+            "score every model on val and test, and write results/balance.{md,json,png}."
+        ),
+    )
+    parser.add_argument("--demo", default="runs/demo", help="the demo folder whose world, teachers and base model to use")
+    parser.add_argument("--results", default="results", help="where balance.{md,json,png} go")
+    parser.add_argument("--alphas", default=",".join(f"{a:g}" for a in ALPHAS), help="comma-separated alpha values")
+    parser.add_argument(
+        "--schedules", default=",".join(SCHEDULES),
+        help="comma-separated NAME:WARMUP (constant, linear or cosine; warm-up fraction of the steps), at the demo's alpha",
+    )
+    parser.add_argument("--steps", type=int, help="sugar-stage steps of every setting (default: the demo's)")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="TrainConfig overrides of every stage")
+    parser.set_defaults(func=_run)
+
+
+def _run(args: Any) -> int:
+    if args.steps is not None and args.steps < 1:
+        raise UsageError(f"--steps must be >= 1, got {args.steps}")
+    try:
+        alphas = [float(a) for a in args.alphas.split(",") if a.strip()]
+    except ValueError:
+        raise UsageError(f"--alphas must be comma-separated numbers, got {args.alphas!r}") from None
+    path = run_balance(
+        BalanceSettings(
+            demo=Path(args.demo),
+            results=Path(args.results),
+            alphas=alphas,
+            schedules=[s.strip() for s in args.schedules.split(",") if s.strip()],
+            steps=args.steps,
+            overrides=list(args.overrides),
+            progress=not args.no_progress,
+            command="sugar " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        )
+    )
+    print(f"balance: {path}")
+    return 0
