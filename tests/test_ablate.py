@@ -11,9 +11,20 @@ import pytest
 from sugar.ablate import METRICS, AblationSettings, claims, run_ablation, summarise, write_results
 
 
-def model_results(t2i: float, vist: float, wino: tuple[float, float, float], vqa: float, rag: tuple[float, float, float]) -> dict:
+PATTERNS = ("colour", "count", "relation", "shape", "size")
+
+
+def model_results(
+    t2i: float, vist: float, wino: tuple[float, float, float], vqa: float, rag: tuple[float, float, float],
+    mmvp: float = 0.5, spread: float = 0.2,
+) -> dict:
     text, image, group = wino
+    per_pattern = {p: mmvp for p in PATTERNS}
     return {
+        "mmvp": {"embedding": {"average": mmvp, "per_pattern": per_pattern},
+                 "teacher": {"embedding": {"average": 0.4, "per_pattern": dict.fromkeys(PATTERNS, 0.4)}}},
+        "captions": {"cider": 0.3},
+        "webqa": {"accuracy": 0.6, "position_spread": spread},
         "retrieval": {"t2i": {"r@5": t2i}, "i2t": {"r@5": t2i / 2}, "teacher": {"t2i": {"r@5": 0.5}, "i2t": {"r@5": 0.4}}},
         "interleaved": {"captions_and_images": {"r@5": vist}, "teacher": {"captions_and_images": {"r@5": 0.3}}},
         "winoground": {"text": text, "image": image, "group": group, "teacher": {"text": 0.2, "image": 0.1, "group": 0.05}},
@@ -32,7 +43,7 @@ def model_results(t2i: float, vist: float, wino: tuple[float, float, float], vqa
 def seed_results(shift: float) -> dict[str, dict]:
     return {
         "base": model_results(0.01 + shift, 0.02, (0.0, 0.0, 0.0), 0.50, (0.1, 0.1, 0.4)),
-        "sugar": model_results(0.20 + shift, 0.30, (0.3, 0.2, 0.10), 0.49, (0.1, 0.5, 0.4)),
+        "sugar": model_results(0.20 + shift, 0.30, (0.3, 0.2, 0.10), 0.49, (0.1, 0.5, 0.4), mmvp=0.6, spread=0.05),
         "no_gak": model_results(0.19, 0.10, (0.3, 0.2, 0.08), 0.49, (0.1, 0.4, 0.4)),
         "no_triple": model_results(0.18, 0.28, (0.3, 0.05, 0.02), 0.49, (0.1, 0.4, 0.4)),
         "last_token": model_results(0.05, 0.25, (0.3, 0.15, 0.05), 0.49, (0.1, 0.4, 0.4)),
@@ -59,9 +70,25 @@ def test_claims_are_read_from_the_means() -> None:
     assert checked["(5)"][0] == "holds"
     assert checked["(6)"][0] == "measured" and "VQA acc 50.0 -> 49.0 (-1.0)" in checked["(6)"][1]
     assert checked["(7)"][0] == "holds"
+    assert checked["(8)"][0] == "holds" and "base 20.0 vs sugar 5.0" in checked["(8)"][1]
+    assert checked["(9)"][0] == "holds" and "5 of 5" in [c for c in checked_claims() if c.startswith("(9)")][0]
     worse = seed_results(0.0)
     worse["sugar"]["winoground"]["group"] = 0.0
     assert dict((c[:3], v) for c, v, _ in claims(summarise({0: worse})))["(7)"] == "does not hold"
+
+
+def checked_claims() -> list[str]:
+    return [claim for claim, _, _ in claims(summarise({0: seed_results(0.0)}))]
+
+
+def test_mmvp_claim_counts_patterns_improved_beyond_noise() -> None:
+    results = seed_results(0.0)
+    results["sugar"]["mmvp"]["embedding"]["per_pattern"] = {"colour": 0.7, "count": 0.5, "relation": 0.4, "shape": 0.5, "size": 0.5}
+    (claim, verdict, evidence), = [c for c in claims(summarise({0: results})) if c[0].startswith("(9)")]
+    assert verdict == "within seed noise" and "1 of 5" in claim and "relation does not hold" in evidence
+    flat = seed_results(0.0)
+    flat["sugar"]["webqa"]["position_spread"] = 0.3  # steeper than base's 0.2
+    assert dict((c[:3], v) for c, v, _ in claims(summarise({0: flat})))["(8)"] == "does not hold"
 
 
 def test_a_gain_smaller_than_the_seed_spread_is_noise() -> None:
@@ -83,7 +110,7 @@ def test_results_are_written_as_markdown_json_and_picture(tmp_path: Path) -> Non
     assert "| sugar | 21.0 +- 1.4 |" in text and "sugar ablate --seeds 2" in text and "![ablation](ablation.png)" in text
     record = json.loads((tmp_path / "ablation.json").read_text())
     assert record["seeds"] == [0, 1] and record["summary"]["base"]["VQA acc"]["mean"] == pytest.approx(0.5)
-    assert len(record["claims"]) == 7
+    assert len(record["claims"]) == 9
     assert (tmp_path / "ablation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

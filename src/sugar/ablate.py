@@ -47,7 +47,11 @@ DESCRIPTIONS: dict[str, str] = {
     "teacher": "the CLIP-style cross-modal teacher (LiT heads on frozen experts)",
 }
 # benchmark -> item limit (None: every item); qa counts VQA and POPE questions per type
-BENCH_LIMITS: dict[str, int | None] = {"retrieval": None, "interleaved": None, "winoground": None, "qa": 100, "rag": 40}
+BENCH_LIMITS: dict[str, int | None] = {
+    "retrieval": None, "interleaved": None, "winoground": None, "mmvp": None, "qa": 100, "captions": 100, "rag": 40,
+    "webqa": None,
+}
+MMVP_PATTERNS = ("colour", "count", "relation", "shape", "size")
 # column -> path into one model's results; the teacher row reads the "teacher" entry where one exists
 METRICS: dict[str, tuple[str, ...]] = {
     "T->I R@5": ("retrieval", "t2i", "r@5"),
@@ -62,8 +66,16 @@ METRICS: dict[str, tuple[str, ...]] = {
     "RAG self k=1": ("rag", "rows", "self_k1", "contains_answer"),
     "RAG teacher k=1": ("rag", "rows", "teacher_k1", "contains_answer"),
     "RAG self hit@1": ("rag", "retrieval", "self", "hit@1"),
+    "MMVP avg": ("mmvp", "embedding", "average"),
+    **{f"MMVP {p}": ("mmvp", "embedding", "per_pattern", p) for p in MMVP_PATTERNS},
+    "CIDEr-D": ("captions", "cider"),
+    "WebQA acc": ("webqa", "accuracy"),
+    "WebQA spread": ("webqa", "position_spread"),
 }
-TEACHER_METRICS = ("T->I R@5", "I->T R@5", "VIST R@5", "Wino text", "Wino image", "Wino group")
+TEACHER_METRICS = (
+    "T->I R@5", "I->T R@5", "VIST R@5", "Wino text", "Wino image", "Wino group", "MMVP avg",
+    *(f"MMVP {p}" for p in MMVP_PATTERNS),
+)
 
 
 @dataclass
@@ -259,6 +271,18 @@ def claims(summary: dict[str, dict[str, dict[str, Any]]]) -> list[tuple[str, str
     out.append(("(6) what joint training costs or gains in QA / POPE against base", "measured", "; ".join(deltas) or "n/a"))
     verdict7, text7 = compare("sugar", "teacher", "Wino group")
     out.append(("(7) Sugar beats its own CLIP-style teacher on Winoground group", verdict7, text7))
+    # (8): a flatter position curve is a smaller spread, so base's spread minus Sugar's is the gain
+    verdict8, text8 = compare("base", "sugar", "WebQA spread")
+    out.append(("(8) Sugar flattens the WebQA position curve (best minus worst position)", verdict8, text8.replace("WebQA spread: ", "spread: ")))
+    verdicts, texts = [], []
+    for pattern in MMVP_PATTERNS:
+        verdict, text = compare("sugar", "base", f"MMVP {pattern}")
+        if verdict != "n/a":
+            verdicts.append(verdict)
+            texts.append(f"{pattern} {verdict} ({text.split(': ', 1)[1]})")
+    improved = sum(v == HOLDS for v in verdicts)
+    verdict9 = "n/a" if not verdicts else HOLDS if improved > len(verdicts) / 2 else NOISE if improved else FAILS
+    out.append((f"(9) Sugar improves MMVP patterns over base ({improved} of {len(verdicts)} beyond seed noise)", verdict9, "; ".join(texts) or "n/a"))
     return out
 
 
@@ -325,19 +349,24 @@ def write_results(
         f"Made by `{settings.command}` with seeds {settings.seeds}: every row continues the same base model of its",
         "seed for the same number of steps and is scored on the test split by the same benchmarks. Cells are",
         f"mean +- std over seeds, in %. Summed stage times {seconds / 60:.1f} min (each stage timed by the run that",
-        "finished it; stages of seeds run in parallel processes count separately).",
-        "",
-        "| row | " + " | ".join(columns) + " |",
-        "|---|" + "---|" * len(columns),
+        "finished it; stages of seeds run in parallel processes count separately). WebQA spread: the best",
+        "position's accuracy minus the worst's (0 is a flat position curve). CIDEr-D x 100.",
     ]
-    for row in (*ROWS, "teacher"):
-        if row not in summary:
-            continue
-        cells = []
-        for metric in columns:
-            cell = summary[row].get(metric)
-            cells.append("" if cell is None else f"{100 * cell['mean']:.1f} +- {100 * cell['std']:.1f}")
-        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    # three tables: embeddings, generation and RAG, MMVP and WebQA
+    embedding = [c for c in columns if c.split()[0] in ("T->I", "I->T", "VIST", "Wino")]
+    probes = [c for c in columns if c.startswith(("MMVP", "WebQA"))]
+    generation = [c for c in columns if c not in embedding and c not in probes]
+    for group in (embedding, generation, probes):
+        lines += ["", "| row | " + " | ".join(group) + " |", "|---|" + "---|" * len(group)]
+        for row in (*ROWS, "teacher"):
+            if row not in summary:
+                continue
+            cells = []
+            for metric in group:
+                cell = summary[row].get(metric)
+                cells.append("" if cell is None else f"{100 * cell['mean']:.1f} +- {100 * cell['std']:.1f}")
+            if any(cells):
+                lines.append(f"| {row} | " + " | ".join(cells) + " |")
     lines += ["", "![ablation](ablation.png)", "", "## Rows", ""]
     lines += [f"- **{row}**: {DESCRIPTIONS[row]}" + (f" (`{' '.join(VARIANTS[row])}`)" if VARIANTS.get(row) else "") for row in summary]
     lines += [

@@ -684,6 +684,9 @@ def evaluate_webqa(
         "accuracy": sum(every) / len(every),
         "exact_match": sum(every_exact) / len(every_exact),
         "by_position": {str(p): sum(hits[p]) / len(hits[p]) for p in positions},
+        # how far the curve is from flat: best position's accuracy minus the worst's
+        "position_spread": max(sum(hits[p]) / len(hits[p]) for p in positions)
+        - min(sum(hits[p]) / len(hits[p]) for p in positions),
         "exact_by_position": {str(p): sum(exact[p]) / len(exact[p]) for p in positions},
         "count_by_position": {str(p): len(hits[p]) for p in positions},
     }
