@@ -141,7 +141,8 @@ def write_demo_report(out: Path, metrics: dict[str, Any]) -> Path:
         "- **Sugar** continues from base with L_g + alpha * L_d "
         f"(alpha = {config.get('alpha')}, delta = {config.get('delta')}, "
         f"{config.get('prefixes_per_document')} prefixes per document, "
-        f"targets: `{config.get('target_structure')}` over the `{config.get('teacher_kernel')}` kernel).",
+        f"targets: `{config.get('target_structure')}` over the `{config.get('teacher_kernel')}` kernel, "
+        f"L_d: `{config.get('discriminative_loss')}`, {config.get('steps')} steps).",
         "- **cross-modal teacher** is the LiT-style model fitted on the frozen experts "
         f"(its own held-out fit: {_fit_summary(fit)}); it is the CLIP-style baseline Sugar learns "
         "from, and cannot read interleaved documents.",
