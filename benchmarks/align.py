@@ -189,28 +189,6 @@ def long_cases(device: torch.device, sigma: float, repeats: int) -> None:
         print(f"  backward pass, B = {batch}, L <= {max_len}, D = {dim}, {name}: {backward_time * 1e3:.1f} ms")
 
 
-def distance_sources(repeats: int, sigma: float) -> None:
-    """The compiled engine's two sources of plain Euclidean distances by slice width: summed where
-    the recursion reads them, or one matrix product (what COMPILED_DIRECT_MAX_DIM chooses by)."""
-    import sugar.align as align
-
-    chosen = align.COMPILED_DIRECT_MAX_DIM
-    print(f"== compiled engine, float64: distances on the spot vs one matrix (on the spot up to D = {chosen})")
-    print(f"  {'B, max L, D':<14s} {'on the spot':>12s} {'matrix':>10s}")
-    device = torch.device("cpu")
-    try:
-        for batch, max_len, dim in [(16, 256, 32), (16, 256, 64), (16, 256, 128), (16, 256, 256), (256, 8, 64), (256, 8, 768)]:
-            x, lengths = make_batch(batch, max_len, dim, 7, torch.float64, device)
-            found = []
-            for limit in (10**9, 0):
-                align.COMPILED_DIRECT_MAX_DIM = limit
-                with torch.no_grad():
-                    found.append(best_time(lambda: gak_matrix(x, lengths, sigma=sigma, engine="compiled"), device, repeats))
-            print(f"  {f'{batch}, {max_len}, {dim}':<14s} {found[0] * 1e3:10.1f}ms {found[1] * 1e3:8.1f}ms")
-    finally:
-        align.COMPILED_DIRECT_MAX_DIM = chosen
-
-
 def engines(device: torch.device) -> list[str]:
     from sugar.align import compiled_available
 
@@ -235,8 +213,6 @@ def main() -> None:
     small_case(device, args.sigma, args.repeats)
     if not args.skip_long:
         long_cases(device, args.sigma, args.repeats)
-        if device.type == "cpu" and "compiled" in engines(device):
-            distance_sources(args.repeats, args.sigma)
     if not args.skip_large:
         large_case(device, args.sigma, 1)
 

@@ -503,36 +503,23 @@ def test_engine_is_chosen_by_shape_and_checked() -> None:
 # --- the compiled CPU recursion (numba) ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("distances", ["matrix", "on the spot"])
-def test_compiled_engine_falls_back_to_log_space_exactly_where_plain_values_would_underflow(
-    distances: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from sugar import align, gak_compiled
+def test_compiled_engine_falls_back_to_log_space_exactly_where_plain_values_would_underflow() -> None:
+    from sugar import gak_compiled
 
-    monkeypatch.setattr(align, "COMPILED_DIRECT_MAX_DIM", 0 if distances == "matrix" else 10**6)
     generator = torch.Generator().manual_seed(28)
     x = torch.nn.functional.normalize(torch.randn(4, 200, 8, generator=generator, dtype=torch.float64), dim=-1)
     lengths = torch.tensor([200, 150, 40, 3])
-    # on the spot, phi is a sum of squared differences, not |a|^2 + |b|^2 - 2ab as in the tensor
-    # engines: the two differ by rounding (~1e-16 per cell), which reaches 1e-10 in log values
-    # near 0 (sigma = 1e3) summed over 200-cell paths
-    atol = 1e-10 if distances == "matrix" else 1e-9
     for sigma in (1e-2, 0.05, 1.0, 1e3):  # far below, near and well inside float64's range
         sweep = gak_matrix(x, lengths, sigma=sigma, normalize=False, log=True, engine="wavefront")
         compiled = gak_matrix(x, lengths, sigma=sigma, normalize=False, log=True, engine="compiled")
-        torch.testing.assert_close(compiled, sweep, rtol=1e-12, atol=atol)
-    # the log-space path itself against the plain one where both apply, for both cell sources
+        torch.testing.assert_close(compiled, sweep, rtol=1e-12, atol=1e-10)  # log values near 0 at sigma = 1e3
+    # the log-space path itself against the plain one where both apply
     phi = torch.cdist(x[0, :50], x[1, :60]).pow(2).numpy()
-    matrix = gak_compiled._from_matrix
-    plain = gak_compiled._pair(matrix, phi, phi, 0.5, 0, 50, 0, 60)
-    assert gak_compiled._log_pair(matrix, phi, phi, 0.5, 0, 50, 0, 60) == pytest.approx(plain, rel=1e-13)
-    a, b = x[0, :50].numpy(), x[1, :60].numpy()
-    on_the_spot = gak_compiled._pair(gak_compiled._from_slices, a, b, 0.5, 0, 50, 0, 60)
-    assert on_the_spot == pytest.approx(plain, rel=1e-12)
+    plain = gak_compiled._pair(phi, 0.5, 0, 50, 0, 60)
+    assert gak_compiled._log_pair(phi, 0.5, 0, 50, 0, 60) == pytest.approx(plain, rel=1e-13)
     # at sigma = 1e-2 plain values leave float64's range: the pair must have been rerun
     phi = torch.cdist(x[0], x[1, :150]).pow(2).numpy()
-    rerun = gak_compiled._log_pair(matrix, phi, phi, 5e3, 0, 200, 0, 150)
-    assert gak_compiled._pair(matrix, phi, phi, 5e3, 0, 200, 0, 150) == rerun
+    assert gak_compiled._pair(phi, 5e3, 0, 200, 0, 150) == gak_compiled._log_pair(phi, 5e3, 0, 200, 0, 150)
 
 
 def test_compiled_engine_reads_only_valid_slices_and_takes_the_triple_kernel() -> None:

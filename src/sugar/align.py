@@ -490,34 +490,9 @@ def _log_gak_block_compiled(
     x: _SequenceMajor, y: _SequenceMajor, kernel: LocalKernel, sigma: float | None, delta: float | None
 ) -> Tensor:
     """Unnormalised log GAK of every pair of two sets, in the callers' order, by the compiled
-    CPU recursion (`sugar.gak_compiled`); no autograd. It reads the squared distances from one
-    matrix product, or, for the plain Euclidean kernel on narrow slices, computes each where it
-    is read (writing and reading back a matrix of S^2 distances then costs more than the sums)."""
+    CPU recursion (`sugar.gak_compiled`), which reads the squared distances; no autograd."""
     from sugar.gak_compiled import log_gak_pairs
 
-    direct = isinstance(kernel, SquaredEuclidean) and x.slices.shape[-1] <= COMPILED_DIRECT_MAX_DIM
-    if direct:
-        phi, y_slices = x.slices.contiguous().numpy(), y.slices.contiguous().numpy()
-    else:
-        phi, y_slices = _compiled_sqdist_matrix(x, y, kernel).numpy(), None
-    a, b = _set_pairs(x, y)
-    n, m = x.lengths[a], y.lengths[b]
-    scales = torch.as_tensor(_bandwidth_scale(sigma, delta, n, m, torch.float64), dtype=torch.float64)
-    values = log_gak_pairs(
-        phi,
-        scales.expand(len(a)).contiguous().numpy(),
-        x.starts.cpu().numpy(), x.lengths.cpu().numpy(),
-        y.starts.cpu().numpy(), y.lengths.cpu().numpy(),
-        a.cpu().numpy(), b.cpu().numpy(),
-        threads=torch.get_num_threads(),
-        y_slices=y_slices,
-    )
-    return _scatter_pairs(x, y, a, b, torch.from_numpy(values).to(device=x.slices.device, dtype=x.slices.dtype))
-
-
-def _compiled_sqdist_matrix(x: _SequenceMajor, y: _SequenceMajor, kernel: LocalKernel) -> Tensor:
-    """The (Sx, Sy) squared distances in row tiles; for a set against itself only the columns
-    that the upper triangle of pairs reads (the rest is left unset)."""
     rows, cols = len(x.slices), len(y.slices)
     phi = torch.empty(rows, cols, dtype=x.slices.dtype)
     sequence_of_row = torch.repeat_interleave(torch.arange(len(x.lengths)), x.lengths.cpu())
@@ -538,7 +513,18 @@ def _compiled_sqdist_matrix(x: _SequenceMajor, y: _SequenceMajor, kernel: LocalK
             x_sq[r0:r1],
             y_sq[c0:],
         )
-    return phi
+    a, b = _set_pairs(x, y)
+    n, m = x.lengths[a], y.lengths[b]
+    scales = torch.as_tensor(_bandwidth_scale(sigma, delta, n, m, torch.float64), dtype=torch.float64)
+    values = log_gak_pairs(
+        phi.numpy(),
+        scales.expand(len(a)).contiguous().numpy(),
+        x.starts.cpu().numpy(), x.lengths.cpu().numpy(),
+        y.starts.cpu().numpy(), y.lengths.cpu().numpy(),
+        a.cpu().numpy(), b.cpu().numpy(),
+        threads=torch.get_num_threads(),
+    )
+    return _scatter_pairs(x, y, a, b, torch.from_numpy(values).to(device=x.slices.device, dtype=x.slices.dtype))
 
 
 
@@ -713,9 +699,6 @@ def choose_engine(max_n: int, max_m: int, device: torch.device, with_grad: bool)
 
 
 COMPILED_MIN_CELLS = 0
-# the compiled engine computes plain Euclidean distances on the spot up to this slice width
-# (benchmarks/align.py: faster than the matrix product at D = 64, slower at D = 768)
-COMPILED_DIRECT_MAX_DIM = 128
 
 
 def gak_matrix(

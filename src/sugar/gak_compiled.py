@@ -10,8 +10,7 @@ Every row is divided by its largest cell and the scales are summed in log space,
 overflows. Exactness is checked, not assumed: a pair with a cell below `FLOOR` before rescaling
 or a local kernel that may be below e^-700 (a path weight outside float64's normal range: tiny
 sigma, very long sequences) is computed again in log space, cell by cell. The local kernel is
-computed here from the squared distances, so the tensor side is one matrix product; for narrow
-plain-Euclidean slices even that is skipped and each distance is summed where it is read.
+computed here from the squared distances, so the tensor side is one matrix product.
 
 Only the forward values: autograd stays with the tensor engines of `sugar.align`.
 """
@@ -38,23 +37,7 @@ def _log_kernel(phi: float, scale: float) -> float:
 
 
 @njit(cache=True, nogil=True)
-def _from_matrix(phi: np.ndarray, other: np.ndarray, row: int, col: int) -> float:
-    """phi read from the precomputed (Sx, Sy) matrix (`other` unused)."""
-    return phi[row, col]
-
-
-@njit(cache=True, nogil=True, fastmath=True)
-def _from_slices(x: np.ndarray, y: np.ndarray, row: int, col: int) -> float:
-    """phi = ||x_row - y_col||^2 computed on the spot: no matrix is written or read back."""
-    total = 0.0
-    for d in range(x.shape[1]):
-        difference = x[row, d] - y[col, d]
-        total += difference * difference
-    return total
-
-
-@njit(cache=True, nogil=True)
-def _log_pair(cell, phi: np.ndarray, other: np.ndarray, scale: float, r0: int, n: int, c0: int, m: int) -> float:
+def _log_pair(phi: np.ndarray, scale: float, r0: int, n: int, c0: int, m: int) -> float:
     """log M[n-1, m-1] in log space: slower, exact for any kernel values."""
     neg_inf = -np.inf
     prev = np.full(m + 1, neg_inf)
@@ -69,14 +52,14 @@ def _log_pair(cell, phi: np.ndarray, other: np.ndarray, scale: float, r0: int, n
                 cur[j + 1] = neg_inf
             else:
                 total = math.exp(a - top) + math.exp(b - top) + math.exp(c - top)
-                cur[j + 1] = _log_kernel(cell(phi, other, r0 + i, c0 + j), scale) + top + math.log(total)
+                cur[j + 1] = _log_kernel(phi[r0 + i, c0 + j], scale) + top + math.log(total)
         prev, cur = cur, prev
         prev[0] = neg_inf
     return prev[m]
 
 
 @njit(cache=True, nogil=True)
-def _pair(cell, phi: np.ndarray, other: np.ndarray, scale: float, r0: int, n: int, c0: int, m: int) -> float:
+def _pair(phi: np.ndarray, scale: float, r0: int, n: int, c0: int, m: int) -> float:
     """log M[n-1, m-1] on rescaled plain values, or in log space where they would leave range."""
     prev = np.zeros(m + 1)
     cur = np.zeros(m + 1)
@@ -89,7 +72,7 @@ def _pair(cell, phi: np.ndarray, other: np.ndarray, scale: float, r0: int, n: in
         lowest = np.inf
         largest_t = 0.0
         for j in range(m):
-            t = cell(phi, other, row, c0 + j) * scale
+            t = phi[row, c0 + j] * scale
             e = math.exp(-t)
             value = (prev[j + 1] + cur[j] + prev[j]) * (e / (2.0 - e))
             cur[j + 1] = value
@@ -98,7 +81,7 @@ def _pair(cell, phi: np.ndarray, other: np.ndarray, scale: float, r0: int, n: in
             largest_t = max(largest_t, t)
         # log k >= -t - log 2: below MAX_T every local kernel is a normal float64
         if lowest < FLOOR or largest_t > MAX_T:
-            return _log_pair(cell, phi, other, scale, r0, n, c0, m)
+            return _log_pair(phi, scale, r0, n, c0, m)
         inverse = 1.0 / best
         for j in range(1, m + 1):
             cur[j] *= inverse
@@ -110,9 +93,7 @@ def _pair(cell, phi: np.ndarray, other: np.ndarray, scale: float, r0: int, n: in
 
 @njit(cache=True, nogil=True)
 def _pairs_strided(
-    cell,
     phi: np.ndarray,
-    other: np.ndarray,
     scales: np.ndarray,
     x_starts: np.ndarray,
     x_lengths: np.ndarray,
@@ -126,7 +107,7 @@ def _pairs_strided(
 ) -> None:
     for t in range(offset, first.shape[0], stride):
         a, b = first[t], second[t]
-        out[t] = _pair(cell, phi, other, scales[t], x_starts[a], x_lengths[a], y_starts[b], y_lengths[b])
+        out[t] = _pair(phi, scales[t], x_starts[a], x_lengths[a], y_starts[b], y_lengths[b])
 
 
 def log_gak_pairs(
@@ -139,27 +120,16 @@ def log_gak_pairs(
     first: np.ndarray,
     second: np.ndarray,
     threads: int = 1,
-    y_slices: np.ndarray | None = None,
 ) -> np.ndarray:
     """Unnormalised log GAK of pairs (first[t], second[t]) with bandwidth factors scales[t]
     (1 / (2 sigma^2)): sequence a owns rows x_starts[a] : x_starts[a] + x_lengths[a] of the
     (Sx, Sy) squared-distance matrix `phi`, sequence b the columns y_starts[b] : + y_lengths[b].
 
-    With `y_slices`, `phi` is instead the (Sx, D) slices of the first set and `y_slices` the
-    (Sy, D) slices of the second, and each squared Euclidean distance is computed where the
-    recursion reads it (cheaper than a matrix for narrow slices).
-
     `threads` Python threads share the pairs (interleaved, so long and short pairs mix); the
     compiled code releases the GIL. Plain threads rather than numba's parallel layer, whose
     OpenMP flavour does not survive a fork (data-loader workers)."""
     out = np.empty(first.shape[0])
-    if y_slices is None:
-        cell, other = _from_matrix, phi
-    else:
-        if y_slices.dtype != phi.dtype or y_slices.shape[1] != phi.shape[1]:
-            raise ValueError(f"slices of both sets must share dtype and width, got {phi.dtype} {phi.shape} and {y_slices.dtype} {y_slices.shape}")
-        cell, other = _from_slices, y_slices
-    args = (cell, phi, other, scales, x_starts, x_lengths, y_starts, y_lengths, first, second, out)
+    args = (phi, scales, x_starts, x_lengths, y_starts, y_lengths, first, second, out)
     threads = max(1, min(threads, first.shape[0]))
     if threads == 1:
         _pairs_strided(*args, 0, 1)
