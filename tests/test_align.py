@@ -515,11 +515,13 @@ def test_compiled_engine_falls_back_to_log_space_exactly_where_plain_values_woul
         torch.testing.assert_close(compiled, sweep, rtol=1e-12, atol=1e-10)  # log values near 0 at sigma = 1e3
     # the log-space path itself against the plain one where both apply
     phi = torch.cdist(x[0, :50], x[1, :60]).pow(2).numpy()
-    plain = gak_compiled._pair(phi, 0.5, 0, 50, 0, 60)
+    rows = np.full(201, np.nan), np.full(201, np.nan)  # work rows, reused: stale cells are never read
+    plain = gak_compiled._pair(phi, 0.5, 0, 50, 0, 60, *rows)
     assert gak_compiled._log_pair(phi, 0.5, 0, 50, 0, 60) == pytest.approx(plain, rel=1e-13)
     # at sigma = 1e-2 plain values leave float64's range: the pair must have been rerun
     phi = torch.cdist(x[0], x[1, :150]).pow(2).numpy()
-    assert gak_compiled._pair(phi, 5e3, 0, 200, 0, 150) == gak_compiled._log_pair(phi, 5e3, 0, 200, 0, 150)
+    assert gak_compiled._pair(phi, 5e3, 0, 200, 0, 150, *rows) == gak_compiled._log_pair(phi, 5e3, 0, 200, 0, 150)
+    assert gak_compiled._pair(phi, 0.5, 0, 3, 0, 2, *rows) == pytest.approx(gak_compiled._log_pair(phi, 0.5, 0, 3, 0, 2), rel=1e-13)
 
 
 def test_compiled_engine_reads_only_valid_slices_and_takes_the_triple_kernel() -> None:

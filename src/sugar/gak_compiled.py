@@ -59,10 +59,13 @@ def _log_pair(phi: np.ndarray, scale: float, r0: int, n: int, c0: int, m: int) -
 
 
 @njit(cache=True, nogil=True)
-def _pair(phi: np.ndarray, scale: float, r0: int, n: int, c0: int, m: int) -> float:
-    """log M[n-1, m-1] on rescaled plain values, or in log space where they would leave range."""
-    prev = np.zeros(m + 1)
-    cur = np.zeros(m + 1)
+def _pair(
+    phi: np.ndarray, scale: float, r0: int, n: int, c0: int, m: int, prev: np.ndarray, cur: np.ndarray
+) -> float:
+    """log M[n-1, m-1] on rescaled plain values, or in log space where they would leave range.
+    `prev` and `cur` are work rows of at least m + 1 cells (reused across pairs: short pairs
+    are many, and an allocation costs as much as their cells)."""
+    prev[: m + 1] = 0.0
     prev[0] = 1.0  # the corner M[-1, -1]
     log_scale = 0.0
     for i in range(n):
@@ -105,9 +108,11 @@ def _pairs_strided(
     offset: int,
     stride: int,
 ) -> None:
+    width = 1 + (y_lengths.max() if y_lengths.shape[0] else 0)
+    prev, cur = np.zeros(width), np.zeros(width)
     for t in range(offset, first.shape[0], stride):
         a, b = first[t], second[t]
-        out[t] = _pair(phi, scales[t], x_starts[a], x_lengths[a], y_starts[b], y_lengths[b])
+        out[t] = _pair(phi, scales[t], x_starts[a], x_lengths[a], y_starts[b], y_lengths[b], prev, cur)
 
 
 def log_gak_pairs(
