@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sugar.checks import UsageError
+from sugar.curve import value_at
 from sugar.fileio import atomic_write_text
 
 MODELS = ("base", "sugar", "teacher")
@@ -71,12 +72,7 @@ def mean_std(values: list[float]) -> MeanStd:
 
 
 def dig(tree: dict[str, Any], dotted: str) -> float | None:
-    node: Any = tree
-    for key in dotted.split("."):
-        if not isinstance(node, dict) or key not in node:
-            return None
-        node = node[key]
-    return None if node is None else float(node)
+    return value_at(tree, tuple(dotted.split(".")))
 
 
 def load_runs(folders: list[Path]) -> list[SeedRun]:

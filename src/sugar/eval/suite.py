@@ -232,16 +232,23 @@ def _with_teacher(ctx: _Context, run: Callable[[Any], dict[str, Any]]) -> dict[s
     return result
 
 
-def _bench_retrieval(ctx: _Context) -> dict[str, Any]:
+def _captioned_images(ctx: _Context, bench: str) -> tuple[Path, list[Any]]:
+    """The split's captioned images (a spread subset of `ctx.limit`) from --data or the world."""
     from sugar.data import load_coco_karpathy
-    from sugar.eval.benchmarks import evaluate_retrieval, spread
+    from sugar.eval.benchmarks import spread
 
     if ctx.data is not None:
         path, root = ctx.data, ctx.image_root or ctx.data.parent
     else:
-        world = ctx.need_world("retrieval")
-        path, root = _world_file(world, "captions/dataset_coco.json", "retrieval"), world
-    records = spread(load_coco_karpathy(path, root, split=ctx.split), ctx.limit)
+        world = ctx.need_world(bench)
+        path, root = _world_file(world, "captions/dataset_coco.json", bench), world
+    return path, spread(load_coco_karpathy(path, root, split=ctx.split), ctx.limit)
+
+
+def _bench_retrieval(ctx: _Context) -> dict[str, Any]:
+    from sugar.eval.benchmarks import evaluate_retrieval
+
+    path, records = _captioned_images(ctx, "retrieval")
     result = _with_teacher(ctx, lambda encoder: evaluate_retrieval(encoder, records))
     captions = sum(len(r.captions) for r in records)
     return {"source": str(path), "images": len(records), "captions": captions, **result}
@@ -348,16 +355,10 @@ def _bench_captions(ctx: _Context) -> dict[str, Any]:
     """Captioning as the model was taught it (a caption document is the image, then its caption):
     greedy continuations of the image alone, scored by corpus BLEU-4 and CIDEr-D against the
     image's reference captions."""
-    from sugar.data import load_coco_karpathy
-    from sugar.eval.benchmarks import generate_batch, spread
+    from sugar.eval.benchmarks import generate_batch
     from sugar.eval.caption_metrics import cider_d, corpus_bleu
 
-    if ctx.data is not None:
-        path, root = ctx.data, ctx.image_root or ctx.data.parent
-    else:
-        world = ctx.need_world("captions")
-        path, root = _world_file(world, "captions/dataset_coco.json", "captions"), world
-    records = spread(load_coco_karpathy(path, root, split=ctx.split), ctx.limit)
+    path, records = _captioned_images(ctx, "captions")
     if not records:
         raise ValueError(f"{path}: no images in split {ctx.split!r} to caption")
     prompts = [[record.image.load()] for record in records]
