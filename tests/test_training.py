@@ -225,6 +225,50 @@ def test_pair_target_one_makes_an_image_and_its_caption_one_document(world: Path
     assert torch.equal(as_one[0, 2], as_two[0, 2]) and as_one[0, 2] < 1.0
 
 
+def test_rag_pairs_make_a_question_and_its_gold_document_one_document(world: Path, teachers: Path) -> None:
+    from sugar.data import load_interleaved, load_llava_conversations
+    from sugar.eval.benchmarks import question_and_answer
+    from sugar.teachers import TeacherSuite
+    from sugar.train.examples import load_world_examples
+    from sugar.train.losses import alignment_targets
+    from sugar.train.mixture import BatchStream
+    from sugar.train.recipe import PAIRED_KINDS, SliceTeacher, load_image, pair_document_ids, prefix_slices, sample_cut_points
+
+    pools = load_world_examples(world, "train", ["rag_pairs", "captions"])
+    knowledge_base = {d.id: d for d in load_interleaved(world / "rag" / "kb.jsonl", world)}
+    questions = {q.id: q for q in load_llava_conversations(world / "rag" / "questions_train.json", world)}
+    for example in pools["rag_pairs"][:20]:
+        question = questions[example.id]
+        gold = question.meta["gold_doc_ids"]
+        assert len(example.alternates) == 2 * len(gold)
+        query, _ = question_and_answer(question)
+        for (asked, asked_targets), (document, document_targets), gold_id in zip(
+            example.alternates[::2], example.alternates[1::2], gold
+        ):
+            # the query is what evaluate_rag encodes (image, question), never the answer
+            assert len(asked) == len(query) == 2 and asked[1] == query[1] and isinstance(asked[0], Path)
+            assert asked_targets == () and document_targets == ()
+            assert document[1] == knowledge_base[gold_id].texts[0]
+    stream = BatchStream(pools, {"rag_pairs": 2, "captions": 2}, seed=0, paired=("captions", *PAIRED_KINDS))
+    examples = stream.batch(0)
+    assert [e.kind for e, _, _ in examples] == ["rag_pairs", "rag_pairs", "captions", "captions"]
+    model = build_tiny_model(world)
+    documents = [[load_image(s) if not isinstance(s, str) else s for s in segments] for _, segments, _ in examples]
+    batch = model.processor(documents)
+    cuts = sample_cut_points([len(s) for s in batch.slices], 1, [0] * len(examples))
+    teacher = SliceTeacher(TeacherSuite.load(teachers), "triple")
+    for pair_target, caption_pair_is_one in (("kernel", False), ("one", True)):
+        ids = pair_document_ids(examples, pair_target, rank=0)
+        assert ids is not None
+        targets = alignment_targets(prefix_slices(batch.slices, cuts, teacher, 0, document_ids=ids), teacher.kernel, delta=1.0)
+        assert targets[0, 1] == 1.0  # the question and its gold document, under either reading
+        assert bool(targets[2, 3] == 1.0) is caption_pair_is_one
+        assert targets[0, 2] < 1.0
+    assert pair_document_ids(examples[2:], "kernel", rank=0) is None
+    with pytest.raises(ValueError, match="mix.rag_pairs must be even"):
+        load_config(None, ["mix={captions: 2, rag_pairs: 1}"])
+
+
 def test_align_stage_trains_the_projector_alone_and_snapshots_are_saved(world: Path, teachers: Path, tmp_path: Path) -> None:
     from sugar.train.recipe import train
 

@@ -7,7 +7,8 @@ Every variant continues the demo's base model (built first if missing) with the 
 recipe and one change, for max(points) steps, saving the model after each point
 (`save_models_at`); "demo" is the demo's own sugar stage and the points it saves. Each
 saved model is scored on val: T->I / I->T R@5 (a spread subset of images), VIST-style
-interleaved R@5 and QA (open VQA accuracy, POPE F1). Points are snapshots of one run whose
+interleaved R@5, QA (open VQA accuracy, POPE F1) and RAG (self-retrieval hit@1 and answers
+with the top document). Points are snapshots of one run whose
 cosine schedule spans max(points) steps, so an early point has seen a higher learning rate than
 a run that stops there would end with. Finished trainings and scores are reused on a re-run.
 """
@@ -33,6 +34,7 @@ CURVE_VARIANTS: dict[str, list[str]] = {
     "mse_one": ["discriminative_loss=mse"],
     "mse": ["discriminative_loss=mse", "pair_target=kernel"],
     "infonce": ["discriminative_loss=infonce"],
+    "rag_pairs": ["mix={captions: 16, vqa: 2, rag: 2, rag_pairs: 2}"],
 }
 CURVE_DESCRIPTIONS: dict[str, str] = {
     "demo": "the demo's sugar stage (its recipe, its steps and saved points)",
@@ -40,10 +42,12 @@ CURVE_DESCRIPTIONS: dict[str, str] = {
     "mse_one": "MSE onto the GAK targets instead of the InfoNCE, an image and its caption (fed in both orders) one document (target 1)",
     "mse": "the paper's reading: MSE onto the GAK targets, an image and its caption two documents (target = the teacher's kernel)",
     "infonce": "KL between tempered softmaxes of M_r and M_l (the project's InfoNCE variant), caption pair = one document",
+    "rag_pairs": "the demo's recipe plus one (knowledge-base question, gold document) pair per step in L_d (mix rag_pairs: 2)",
 }
 CURVE_POINTS = (100, 250, 500, 1000)
-# val items per benchmark: 300 images (1500 captions) keep a point at about a minute
-CURVE_LIMITS: dict[str, int | None] = {"retrieval": 300, "interleaved": None, "qa": 100}
+# val items per benchmark: 300 images (1500 captions) keep a point at about a minute; RAG answers
+# 30 questions per row (retrieval hit@k reads every question)
+CURVE_LIMITS: dict[str, int | None] = {"retrieval": 300, "interleaved": None, "qa": 100, "rag": 30}
 COLUMNS: dict[str, tuple[str, ...]] = {
     "T->I R@5": ("retrieval", "t2i", "r@5"),
     "I->T R@5": ("retrieval", "i2t", "r@5"),
@@ -51,6 +55,8 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "VIST 5c R@5": ("interleaved", "captions_only", "r@5"),
     "VQA acc": ("qa", "vqa", "accuracy"),
     "POPE F1": ("qa", "pope", "average", "f1"),
+    "self hit@1": ("rag", "retrieval", "self", "hit@1"),
+    "RAG self k=1": ("rag", "rows", "self_k1", "contains_answer"),
 }
 
 
@@ -103,6 +109,11 @@ def score_saved_model(
 def _score(model_dir: Path, settings: CurveSettings, path: Path, with_teacher: bool) -> dict[str, Any]:
     """The val benchmarks of one saved model, cached in `path`."""
     return score_saved_model(model_dir, settings.demo, "val", CURVE_LIMITS, path, with_teacher, settings.progress)
+
+
+def _seed_of(demo: Path) -> str:
+    config = demo / "base" / "config.json"
+    return str(json.loads(config.read_text()).get("seed", "?")) if config.is_file() else "?"
 
 
 def _losses(log: Path, alpha: float) -> dict[str, list[float]]:
@@ -215,7 +226,8 @@ def write_curve(
         "",
         f"Command: `{settings.command}`",
         "",
-        "Every variant continues the same base model (the demo's, seed 0) with the demo's sugar recipe; "
+        f"Every variant continues the same base model (`{settings.demo}/base`, seed {_seed_of(settings.demo)}) "
+        "with the demo's sugar recipe; "
         "points are models saved along one run per variant (cosine schedule over the whole run). "
         f"Val limits: {CURVE_LIMITS['retrieval']} images x 5 captions for T->I / I->T (chance R@5 "
         f"{500 / CURVE_LIMITS['retrieval']:.1f}%), every val story for VIST, {CURVE_LIMITS['qa']} VQA and "

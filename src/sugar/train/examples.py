@@ -4,6 +4,8 @@ captions: one example per image (COCO Karpathy JSON), alternating image->caption
 caption->image forms; stories: the interleaved document, loss on every sentence; vqa: the LLaVA
 conversation as a document, loss on the answers only; rag: a knowledge-base question after its
 gold document, laid out as retrieval-augmented generation lays it out, loss on the answer;
+rag_pairs: a knowledge-base question as retrieval sees it (image and question) and its gold document,
+a matched pair for L_d (no generative loss: neither view has an answer to learn);
 webqa: six image-text sources then a question about one of them, loss on the answer.
 """
 
@@ -58,6 +60,22 @@ def rag_example(question: Conversation, knowledge_base: dict[str, Document]) -> 
     return TrainingExample((*context, *asked.segments), targets, "rag", question.id)
 
 
+def rag_pair_example(question: Conversation, knowledge_base: dict[str, Document]) -> TrainingExample:
+    """The question as retrieval encodes it (everything before the answer: `evaluate_rag`'s query)
+    and each gold document, as (query, document) view pairs."""
+    gold = question.meta.get("gold_doc_ids")
+    if not isinstance(gold, list) or not gold or any(g not in knowledge_base for g in gold):
+        raise ValueError(f"RAG question {question.id}: 'gold_doc_ids' must name knowledge-base documents, got {gold!r}")
+    asked = conversation_example(question)
+    if not asked.targets:
+        raise ValueError(f"RAG question {question.id} has no answer turn")
+    query = asked.segments[: asked.targets[0]]
+    views: list[tuple[tuple[Segment, ...], tuple[int, ...]]] = []
+    for document_id in gold:
+        views.extend([(tuple(query), ()), (tuple(_document_segments(knowledge_base[document_id])), ())])
+    return TrainingExample(views[0][0], (), "rag_pairs", question.id, tuple(views))
+
+
 def webqa_example(item: Document) -> TrainingExample:
     question, answer = item.meta.get("question"), item.meta.get("answer")
     if not isinstance(question, str) or not isinstance(answer, str):
@@ -93,10 +111,13 @@ def load_world_examples(
     if "vqa" in kinds:
         conversations = load_llava_conversations(world / "instruct" / f"{split}.json", world)
         pools["vqa"] = [conversation_example(c) for c in conversations]
-    if "rag" in kinds:
+    if "rag" in kinds or "rag_pairs" in kinds:
         knowledge_base = {d.id: d for d in load_interleaved(world / "rag" / "kb.jsonl", world)}
         questions = load_llava_conversations(world / "rag" / f"questions_{split}.json", world)
-        pools["rag"] = [rag_example(q, knowledge_base) for q in questions]
+        if "rag" in kinds:
+            pools["rag"] = [rag_example(q, knowledge_base) for q in questions]
+        if "rag_pairs" in kinds:
+            pools["rag_pairs"] = [rag_pair_example(q, knowledge_base) for q in questions]
     if "webqa" in kinds:
         pools["webqa"] = [webqa_example(item) for item in load_interleaved(world / "webqa" / f"{split}.jsonl", world)]
     return pools

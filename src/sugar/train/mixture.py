@@ -38,12 +38,13 @@ class TrainingExample:
         return self.alternates[int.from_bytes(digest[:8], "little") % len(self.alternates)]
 
     def both_orders(self, seed: int, epoch: int) -> list[tuple[tuple[Segment, ...], tuple[int, ...]]]:
-        """One caption (chosen by hashing) in both orders: image -> caption and caption -> image."""
-        if self.kind != "captions" or len(self.alternates) < 2 or len(self.alternates) % 2:
-            raise ValueError(f"example {self.id!r} ({self.kind}) has no paired image/caption orders")
+        """Both views of one pair (chosen by hashing among the example's pairs): for captions an
+        image -> caption and caption -> image, for rag_pairs a query and its gold document."""
+        if len(self.alternates) < 2 or len(self.alternates) % 2:
+            raise ValueError(f"example {self.id!r} ({self.kind}) has no paired views")
         digest = hashlib.sha256(f"{seed}:{epoch}:{self.id}:pair".encode()).digest()
-        caption = int.from_bytes(digest[:8], "little") % (len(self.alternates) // 2)
-        return [self.alternates[2 * caption], self.alternates[2 * caption + 1]]
+        pair = int.from_bytes(digest[:8], "little") % (len(self.alternates) // 2)
+        return [self.alternates[2 * pair], self.alternates[2 * pair + 1]]
 
 
 def caption_examples(records: Sequence[tuple[Path, Sequence[str], str]]) -> list[TrainingExample]:
@@ -66,9 +67,9 @@ class BatchStream:
     """Fixed counts of each kind per process per micro-batch, drawn without replacement from a
     per-epoch permutation of each pool.
 
-    A kind in `paired` (captions) fills its count with half as many items, each in both orders,
-    so an image and its caption meet in the batch as separate documents: the discriminative loss
-    then sees matched image/text prefixes, not only unrelated ones.
+    A kind in `paired` (captions, rag_pairs) fills its count with half as many items, each as both
+    of its views, so an image and its caption (or a question and its document) meet in the batch
+    as separate documents: the discriminative loss then sees matched prefixes, not only unrelated ones.
     """
 
     def __init__(

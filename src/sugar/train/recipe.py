@@ -24,7 +24,7 @@ from torch import Tensor
 from sugar.kernels import IMAGE, TEXT, LocalKernel, SquaredEuclidean
 from sugar.fileio import atomic_write_text
 from sugar.train.checkpoint import load_checkpoint, save_checkpoint
-from sugar.train.config import TrainConfig
+from sugar.train.config import PAIRED_KINDS, TrainConfig
 from sugar.train.guards import check_finite_losses, check_paths, resume_point
 from sugar.train.distributed import all_reduce_sum, gather_rows, global_max, pad_to_length, world_size
 from sugar.train.losses import PrefixSlices, alignment_targets, discriminative_loss, soft_infonce_loss
@@ -80,6 +80,18 @@ class SliceTeacher:
 def document_key(identifier: str) -> int:
     """The same int for the same example id on every process (a 63-bit hash)."""
     return int.from_bytes(hashlib.sha256(identifier.encode()).digest()[:8], "little") & (2**63 - 1)
+
+
+def pair_document_ids(
+    examples: list[tuple[TrainingExample, tuple[Segment, ...], tuple[int, ...]]], pair_target: str, rank: int
+) -> list[str] | None:
+    """Which rows L_d counts as one document: rows sharing an id. A rag pair's two views always
+    do; a caption pair's only under pair_target "one" (else each row is its own document)."""
+    if pair_target == "one":
+        return [example.id for example, _, _ in examples]
+    if not any(example.kind in PAIRED_KINDS for example, _, _ in examples):
+        return None
+    return [example.id if example.kind in PAIRED_KINDS else f"{example.id}#{rank}:{row}" for row, (example, _, _) in enumerate(examples)]
 
 
 def prefix_slices(
@@ -269,8 +281,8 @@ def compute_losses(
     discriminative = None
     if sugar_stage:
         assert teacher is not None and output.embeddings is not None
-        ids = [example.id for example, _, _ in examples] if config.pair_target == "one" else None
-        local = prefix_slices(output.slices, output.cuts, teacher, document_offset=rank * len(examples), document_ids=ids)
+        local = prefix_slices(output.slices, output.cuts, teacher, document_offset=rank * len(examples),
+                              document_ids=pair_document_ids(examples, config.pair_target, rank))
         prefixes = gather_prefixes(local, device)
         targets_matrix = alignment_targets(
             prefixes, teacher.kernel, delta=config.delta, structure=config.target_structure
@@ -394,7 +406,8 @@ def train(config: TrainConfig, resume: bool = False, show_progress: bool | None 
     # The scheduler is stepped by hand once per optimizer step: accelerate's wrapper would step
     # it once per process, changing the schedule with the number of processes.
     model, optimizer = accelerator.prepare(model, optimizer)
-    stream = BatchStream(pools, config.mix, config.seed, paired=("captions",) if config.paired_captions else ())
+    paired = (*(("captions",) if config.paired_captions else ()), *PAIRED_KINDS)
+    stream = BatchStream(pools, config.mix, config.seed, paired=paired)
 
     start_step = 0
     if resume_from is not None:
