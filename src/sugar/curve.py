@@ -111,9 +111,10 @@ def _score(model_dir: Path, settings: CurveSettings, path: Path, with_teacher: b
     return score_saved_model(model_dir, settings.demo, "val", CURVE_LIMITS, path, with_teacher, settings.progress)
 
 
-def _seed_of(demo: Path) -> str:
+def _seed_of(demo: Path) -> int:
+    """The seed the demo folder was trained with (its base stage's config); 0 before it exists."""
     config = demo / "base" / "config.json"
-    return str(json.loads(config.read_text()).get("seed", "?")) if config.is_file() else "?"
+    return int(json.loads(config.read_text()).get("seed", 0)) if config.is_file() else 0
 
 
 def _losses(log: Path, alpha: float) -> dict[str, list[float]]:
@@ -138,7 +139,8 @@ def run_curve(settings: CurveSettings) -> Path:
     if unknown:
         raise ValueError(f"unknown variant(s) {unknown}; choose from {sorted(CURVE_VARIANTS)}")
     points = sorted(set(settings.points))
-    demo = DemoSettings(out=settings.demo, progress=settings.progress)
+    # the variants continue the folder's base with its seed, so they see the demo's batches
+    demo = DemoSettings(out=settings.demo, seed=_seed_of(settings.demo), progress=settings.progress)
     clock = StageClock(settings.demo)
     prepare_models(demo, clock, with_sugar=False)
     base = settings.demo / "base" / "model"
