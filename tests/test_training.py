@@ -265,6 +265,14 @@ def test_rag_pairs_make_a_question_and_its_gold_document_one_document(world: Pat
         assert bool(targets[2, 3] == 1.0) is caption_pair_is_one
         assert targets[0, 2] < 1.0
     assert pair_document_ids(examples[2:], "kernel", rank=0) is None
+    # rows without an answer add nothing to L_g but take part in L_d
+    from sugar.train.recipe import compute_losses
+
+    settings = load_config(None, ["stage=sugar", "alpha=1.0", "mix={rag_pairs: 2, captions: 2}"])
+    losses = compute_losses(model, model.processor, examples, settings, teacher, 0, 0, torch.device("cpu"))
+    only_pairs = compute_losses(model, model.processor, examples[:2], settings, teacher, 0, 0, torch.device("cpu"))
+    assert losses.generative is not None and losses.discriminative is not None and only_pairs.discriminative is not None
+    assert torch.isfinite(losses.total) and only_pairs.generative is not None and only_pairs.generative.item() == 0.0
     with pytest.raises(ValueError, match="mix.rag_pairs must be even"):
         load_config(None, ["mix={captions: 2, rag_pairs: 1}"])
 
