@@ -69,6 +69,16 @@ def test_summary_over_three_seeds(tmp_path: Path) -> None:
     assert payload["stages"]["base"]["mean"] == pytest.approx(101.0)
 
 
+def test_a_metrics_file_stands_for_its_folder(tmp_path: Path) -> None:
+    kept = write_run(tmp_path, "results-seed0", demo_metrics(0, 0.2, 0.5)) / "metrics.json"
+    folder = write_run(tmp_path, "s1", demo_metrics(1, 0.4, 0.5))
+    runs = load_runs([kept, folder])
+    assert [run.folder.name for run in runs] == ["results-seed0", "s1"]
+    assert summarise(runs)["sugar"]["T->I R@5"].mean == pytest.approx(0.3)
+    with pytest.raises(UsageError, match=r"gone.json: not found"):
+        load_runs([kept, tmp_path / "gone.json"])
+
+
 def test_errors_name_the_folder_and_the_setting(tmp_path: Path) -> None:
     a = write_run(tmp_path, "a", demo_metrics(0, 0.2, 0.5))
     with pytest.raises(UsageError, match="at least two"):

@@ -5,8 +5,9 @@
     sugar demo --out runs/seed2 --seed 2
     sugar seeds runs/demo runs/seed1 runs/seed2      # -> results/demo-seeds.md, .json
 
-Each folder is one finished `sugar demo` (its metrics.json); a seed changes the world and the
-training. The runs must share one recipe: a summary over different recipes would be no seed
+Each argument is one finished `sugar demo`: its folder, or its metrics.json kept elsewhere (a run
+folder need not outlive its numbers: `results/demo-seed0/metrics.json`); a seed changes the world
+and the training. The runs must share one recipe: a summary over different recipes would be no seed
 spread at all, so a differing setting is an error that names it.
 """
 
@@ -76,12 +77,14 @@ def dig(tree: dict[str, Any], dotted: str) -> float | None:
 
 
 def load_runs(folders: list[Path]) -> list[SeedRun]:
-    """The finished demos in `folders`, checked to be distinct seeds of one recipe."""
+    """The finished demos in `folders` (demo folders or their metrics.json files), checked to be
+    distinct seeds of one recipe."""
     if len(folders) < 2:
         raise UsageError(f"sugar seeds needs at least two demo folders, got {len(folders)}")
     runs: list[SeedRun] = []
-    for folder in folders:
-        path = folder / "metrics.json"
+    for given in folders:
+        path = given if given.suffix == ".json" else given / "metrics.json"
+        folder = path.parent
         if not path.is_file():
             raise UsageError(f"{path}: not found; expected a finished `sugar demo --out {folder}`")
         try:
@@ -190,7 +193,7 @@ def register(subparsers: Any) -> None:
         help="the demo's headline numbers over several seeds (mean +- std)",
         description="Summarise finished `sugar demo` folders of different seeds into OUT.md and OUT.json.",
     )
-    parser.add_argument("folders", nargs="+", help="demo output folders (each with metrics.json)")
+    parser.add_argument("folders", nargs="+", help="demo output folders (each with metrics.json), or metrics.json files")
     parser.add_argument("--out", default="results/demo-seeds", help="output path without suffix (default results/demo-seeds)")
     parser.set_defaults(func=_run)
 
