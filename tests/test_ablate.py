@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from sugar.ablate import METRICS, AblationSettings, claims, run_ablation, summarise, write_results
+from sugar.checks import UsageError
 
 
 PATTERNS = ("colour", "count", "relation", "shape", "size")
@@ -119,3 +121,41 @@ def test_bad_settings_are_refused(tmp_path: Path) -> None:
         run_ablation(AblationSettings(out=tmp_path, variants=["no_such"]))
     with pytest.raises(ValueError, match="at least one seed"):
         run_ablation(AblationSettings(out=tmp_path, seeds=[]))
+
+
+def test_finished_rows_are_kept_beside_the_results_and_reused_only_under_their_recipe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    import sugar.ablate as ablate
+    import sugar.demo as demo
+
+    evaluated: list[str] = []
+
+    def fake_train(settings: Any, stage: str, extra: list[str], folder: str | None = None) -> Path:
+        return settings.out / (folder or stage) / "model"
+
+    def fake_evaluate(model_dir: Path, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        evaluated.append(model_dir.parent.name)
+        return {"retrieval": {"t2i": {"r@5": 0.25}}}
+
+    monkeypatch.setattr(demo, "prepare_models", lambda *args, **kwargs: None)
+    monkeypatch.setattr(demo, "train_stage", fake_train)
+    monkeypatch.setattr(ablate, "evaluate_variant", fake_evaluate)
+    settings = AblationSettings(out=tmp_path / "runs", results=tmp_path / "results", variants=["no_gak"], progress=False)
+    first = ablate.run_seed(settings, 0)
+    assert evaluated == ["base", "sugar-no_gak"] and first["no_gak"]["retrieval"]["t2i"]["r@5"] == 0.25
+    kept = tmp_path / "results" / "ablation-rows" / "seed0" / "no_gak.json"
+    assert json.loads(kept.read_text())["recipe"]["variant"] == ["target_structure=mean"]
+    shutil.rmtree(tmp_path / "runs")  # the run folder is gone; the kept scores stand in for it
+    again = ablate.run_seed(settings, 0)
+    assert evaluated == ["base", "sugar-no_gak"] and again["no_gak"] == first["no_gak"]
+    changed = AblationSettings(
+        out=tmp_path / "runs", results=tmp_path / "results", variants=["no_gak"], progress=False, overrides=["alpha=0.5"]
+    )
+    ablate.run_seed(changed, 0)  # another recipe: nothing kept applies
+    assert evaluated[2:] == ["base", "sugar-no_gak"]
+    kept.write_text("{broken")
+    with pytest.raises(UsageError, match="no_gak.json: not valid JSON"):
+        ablate.run_seed(AblationSettings(out=tmp_path / "fresh", results=tmp_path / "results", variants=["no_gak"]), 0)

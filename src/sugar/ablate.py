@@ -6,7 +6,9 @@
 Each seed is one demo folder (its own world, teachers and base model, `sugar.demo`). Every
 variant continues the same base model for the same steps and is scored by the same benchmarks
 (`sugar.eval.suite`), so a row differs from "sugar" in exactly one thing. Finished trainings and
-evaluations are reused on a re-run.
+evaluations are reused on a re-run. Each finished row's scores are also kept in
+RESULTS/ablation-rows/seedN/ROW.json with the recipe that made them: commit them as they come, and
+a later run whose run folders are gone reuses every kept row of the same recipe.
 """
 
 from __future__ import annotations
@@ -150,8 +152,15 @@ def run_seed(settings: AblationSettings, seed: int) -> dict[str, dict[str, Any]]
     found: dict[str, dict[str, Any]] = {}
     for row in ["base", *settings.variants]:
         path = demo.out / f"ablation{tag}" / f"{row}.json"
+        kept = kept_row_path(settings, seed, row)
+        recipe = row_recipe(settings, seed, row)
         if path.is_file():
             found[row] = json.loads(path.read_text())
+            if not kept.is_file():
+                atomic_write_text(kept, json.dumps({**found[row], "recipe": recipe}, indent=2))
+            continue
+        if (reused := reuse_kept_row(kept, recipe)) is not None:
+            found[row] = reused
             continue
         if row == "base":
             model_dir = base
@@ -163,7 +172,45 @@ def run_seed(settings: AblationSettings, seed: int) -> dict[str, dict[str, Any]]
         found[row] = evaluate_variant(model_dir, demo, settings.limits, settings.progress, with_teacher=row == "sugar")
         found[row]["evaluation_seconds"] = round(time.perf_counter() - started, 1)
         atomic_write_text(path, json.dumps(found[row], indent=2))
+        atomic_write_text(kept, json.dumps({**found[row], "recipe": recipe}, indent=2))
     return found
+
+
+def kept_row_path(settings: AblationSettings, seed: int, row: str) -> Path:
+    """Where a finished row's scores are kept beside the results: a run folder may not outlive a
+    sitting, so a study spread over several resumes from these (commit them as they come)."""
+    tag = "" if settings.steps is None else f"-{settings.steps}steps"
+    return settings.results / "ablation-rows" / f"seed{seed}{tag}" / f"{row}.json"
+
+
+def row_recipe(settings: AblationSettings, seed: int, row: str) -> dict[str, Any]:
+    """Everything that decides a row's scores; kept scores are reused only under the same recipe."""
+    from sugar.demo import DEMO_RECIPE
+
+    return {
+        "seed": seed,
+        "scale": settings.scale,
+        "base_steps": settings.base_steps,
+        "steps": settings.steps,
+        "overrides": list(settings.overrides),
+        "variant": list(VARIANTS.get(row, [])),
+        "demo_recipe": DEMO_RECIPE if row != "base" else {k: v for k, v in DEMO_RECIPE.items() if k != "sugar"},
+        "limits": dict(settings.limits),
+    }
+
+
+def reuse_kept_row(kept: Path, recipe: dict[str, Any]) -> dict[str, Any] | None:
+    """A kept row's scores if they were made by `recipe`; None if absent or made otherwise."""
+    if not kept.is_file():
+        return None
+    try:
+        record = json.loads(kept.read_text())
+    except json.JSONDecodeError as error:
+        raise UsageError(f"{kept}: not valid JSON ({error.msg}, line {error.lineno}); delete it to re-run the row") from None
+    # JSON turns tuples into lists and int keys into strings: compare in JSON form
+    if json.loads(json.dumps(recipe)) != record.pop("recipe", None):
+        return None
+    return record
 
 
 def summarise(per_seed: dict[int, dict[str, dict[str, Any]]]) -> dict[str, dict[str, dict[str, Any]]]:
