@@ -133,8 +133,17 @@ def test_manifest_names_every_file_with_its_count(
 ) -> None:
     on_disk = {str(p.relative_to(world)) for p in world.rglob("*") if p.is_file()}
     pngs = {p for p in on_disk if p.endswith(".png")}
-    assert manifest.num_images == len(pngs) == len(scenes)
-    assert set(scenes) == pngs
+    # clip frames have their ground truth in clips/ground_truth_<split>.jsonl, not in scenes.jsonl
+    frames = {
+        frame["path"]
+        for f in manifest.files
+        if f.format == "sugar-clip-ground-truth-jsonl"
+        for record in read_jsonl(world / f.path)
+        for frame in record["frames"]
+    }
+    assert frames and manifest.data["num_clip_frames"] == len(frames)
+    assert manifest.num_images == len(pngs - frames) == len(scenes)
+    assert set(scenes) == pngs - frames
     assert on_disk == pngs | {f.path for f in manifest.files} | {"world.json"}
     for f in manifest.files:
         data = (world / f.path).read_bytes()
@@ -147,6 +156,8 @@ def test_manifest_names_every_file_with_its_count(
             count = len(json.loads(data)["queries"])
         elif f.format == "llava-conversation-json":
             count = len(json.loads(data))
+        elif f.format == "youcook2-annotations-json":
+            count = len(json.loads(data)["database"])
         elif f.format.endswith("jsonl"):
             count = len(data.decode().splitlines())
         elif f.format.endswith("csv"):

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from sugar.fileio import atomic_write_bytes
 from sugar.world import formats
+from sugar.world.clips import Clip, make_clip
 from sugar.world.render import png_bytes, render_scene
 from sugar.world.scene import COLOURS, RELATIONS, SHAPES, SIZES, Combo, Scene
 from sugar.world.splits import SPLITS, heldout_combos
@@ -54,6 +55,8 @@ from sugar.world.tasks import (
 )
 
 MANIFEST_NAME = "world.json"
+CLIP_ANNOTATIONS_FORMAT = "youcook2-annotations-json"
+CLIP_GROUND_TRUTH_FORMAT = "sugar-clip-ground-truth-jsonl"
 SCENES_NAME = "scenes.jsonl"
 MANIFEST_FORMAT = "sugar-world"
 # Bump whenever generation changes, so an old directory is rebuilt rather than reused.
@@ -73,6 +76,8 @@ class WorldScale:
     pope_images: dict[str, int]
     rag_questions_per_species: int
     webqa: dict[str, int]
+    clips: dict[str, int] = field(default_factory=dict)
+    clip_frames: tuple[int, int] = (8, 16)  # frames per clip, inclusive
 
 
 SCALES: dict[str, WorldScale] = {
@@ -85,6 +90,8 @@ SCALES: dict[str, WorldScale] = {
         pope_images={"train": 40, "val": 20, "test": 40},
         rag_questions_per_species=2,
         webqa={"train": 6, "val": 6, "test": 12},
+        clips={"train": 8, "val": 4, "test": 8},
+        clip_frames=(8, 12),
     ),
     "default": WorldScale(
         name="default",
@@ -95,6 +102,8 @@ SCALES: dict[str, WorldScale] = {
         pope_images={"train": 3000, "val": 500, "test": 500},
         rag_questions_per_species=20,
         webqa={"train": 300, "val": 60, "test": 240},
+        clips={"train": 300, "val": 60, "test": 100},
+        clip_frames=(8, 16),
     ),
 }
 
@@ -145,6 +154,16 @@ TASK_LAYOUT: dict[str, str] = {
         "question, answer, relevant_position (1-6, balanced) and question_type; the question's wording "
         "identifies the relevant source by its text, the answer needs that source's image."
     ),
+    "clips": (
+        "clips/youcookii_annotations_<split>.json: YouCook2 annotation JSON {database: {id: {subset "
+        "(training/validation/testing), recipe_type, duration, video_url, fps, annotations: [{segment: "
+        "[start, end], id, sentence}]}}}, segments in seconds; frame k of a clip is <world>/<video_url>/"
+        "frame_<kkkk>.png and shows [k / fps, (k + 1) / fps), so a sentence over frames s..e has the "
+        "segment [s, e + 1] at the world's 1 fps; the spans tile the clip. clips/ground_truth_<split>.jsonl: "
+        "{id, split, compositional, fps, frames: [{path, scene}], sentences: [{text, event, frames: "
+        "[first, last], before, after}]}, the scene of every frame (not in scenes.jsonl) and the object "
+        "each sentence is about before and after its event."
+    ),
     "ground_truth": (
         "scenes.jsonl: one line per image {path, task, split, scene:{image_size, background, "
         "objects:[{shape, colour, size, cell, centre, bbox, radius, rotation, rgb}]}}; pixel "
@@ -184,6 +203,9 @@ class WorldPlan:
 
     files: list[PlannedFile] = field(default_factory=list)
     images: list[tuple[str, str, str, Scene]] = field(default_factory=list)  # (path, task, split, scene)
+    # clip frames are rendered like images but listed in clips/ground_truth_<split>.jsonl, not in
+    # scenes.jsonl, so a world with clips keeps the scenes.jsonl of a world without them
+    clip_frames: list[tuple[str, str, str, Scene]] = field(default_factory=list)
 
     def add_image(self, path: str, task: str, split: str, scene: Scene) -> None:
         self.images.append((path, task, split, scene))
@@ -229,6 +251,7 @@ def plan_world(
         + sum(scale.winoground.values())
         + sum(scale.mmvp_pairs.values())
         + sum(scale.webqa.values())
+        + sum(scale.clips.values())
     )
     bar = tqdm(total=total, desc="planning world items", unit="item", disable=not progress)
 
@@ -411,6 +434,31 @@ def plan_world(
             "items",
             [formats.webqa_record(item) for item in items],
         )
+
+    # 8. Clips: narrated frame sequences (YouCook2 annotations, frame folders, per-frame ground truth).
+    for split, n in _splits_of(scale.clips):
+        clips: list[Clip] = []
+        for clip in generate(make_clip, [(ctx, split, i, scale.clip_frames) for i in range(n)]):
+            clips.append(clip)
+            for path, scene in zip(clip.frame_paths, clip.frames):
+                plan.clip_frames.append((path, "clips", split, scene))
+        plan.add_json(
+            f"clips/youcookii_annotations_{split}.json",
+            "clips",
+            split,
+            CLIP_ANNOTATIONS_FORMAT,
+            len(clips),
+            "clips",
+            formats.youcook2_annotations(clips),
+        )
+        plan.add_jsonl(
+            f"clips/ground_truth_{split}.jsonl",
+            "clips",
+            split,
+            CLIP_GROUND_TRUTH_FORMAT,
+            "clips",
+            [formats.clip_ground_truth_record(clip) for clip in clips],
+        )
     bar.close()
 
     facts = {
@@ -441,10 +489,18 @@ def _apply(call: tuple[Callable[..., Any], tuple[Any, ...]]) -> Any:
     return fn(*args)
 
 
+_last_render: list[tuple[Scene, bytes]] = []  # per process: a clip's resting frames repeat one scene
+
+
 def _render_to(job: tuple[str, str, Scene]) -> tuple[str, dict[str, Any]]:
     """Worker: render one scene and write its PNG; returns its path and ground-truth dict."""
     root, path, scene = job
-    _write_atomic(Path(root) / path, png_bytes(render_scene(scene)))
+    if _last_render and _last_render[0][0] == scene:
+        content = _last_render[0][1]
+    else:
+        content = png_bytes(render_scene(scene))
+        _last_render[:] = [(scene, content)]
+    _write_atomic(Path(root) / path, content)
     return path, scene.to_dict()
 
 
@@ -520,7 +576,7 @@ def world_is_complete(root: Path, config: dict[str, Any]) -> bool:
         path = root / entry["path"]
         if not path.is_file() or path.stat().st_size != entry["bytes"] or _sha256(path) != entry["sha256"]:
             return False
-    return all((root / p).is_file() for p in _image_paths(root))
+    return all((root / p).is_file() for p in _image_paths(root) + _clip_frame_paths(root, manifest))
 
 
 def _image_paths(root: Path) -> list[str]:
@@ -536,6 +592,18 @@ def _image_paths(root: Path) -> list[str]:
     return paths
 
 
+def _clip_frame_paths(root: Path, manifest: dict[str, Any]) -> list[str]:
+    """Frame paths listed in the clip ground-truth files that `manifest` names (none before clips)."""
+    paths = []
+    for entry in manifest.get("files", []):
+        if entry.get("format") == CLIP_GROUND_TRUTH_FORMAT and (root / entry["path"]).is_file():
+            with open(root / entry["path"]) as handle:
+                for line in handle:
+                    if line.strip():
+                        paths += [frame["path"] for frame in json.loads(line)["frames"]]
+    return paths
+
+
 def _previous_paths(root: Path) -> set[str]:
     """Files a previous build of `root` wrote (from its manifest and scenes.jsonl), if any."""
     manifest_path = root / MANIFEST_NAME
@@ -545,6 +613,7 @@ def _previous_paths(root: Path) -> set[str]:
         if manifest.get("format") == MANIFEST_FORMAT:
             paths.update(e["path"] for e in manifest.get("files", []))
             paths.update(_image_paths(root))
+            paths.update(_clip_frame_paths(root, manifest))
     except (OSError, json.JSONDecodeError, KeyError):
         pass
     return paths
@@ -589,10 +658,10 @@ def build_world(
                 _apply, [(fn, a) for a in args], chunksize=max(1, min(256, len(args) // (4 * n_workers)))
             )
         plan, facts = plan_world(seed, SCALES[scale], image_size, progress=progress, mapper=mapper)
-        paths = [p for p, _, _, _ in plan.images]
+        paths = [p for p, _, _, _ in plan.images + plan.clip_frames]
         if len(set(paths)) != len(paths):
             raise RuntimeError("two planned images share a path; the world generator has a bug")
-        scene_dicts = render_images(root, plan.images, pool, progress)
+        scene_dicts = render_images(root, plan.images + plan.clip_frames, pool, progress)
         plan.files.append(scene_index(plan.images, scene_dicts))
         for planned in plan.files:
             _write_atomic(root / planned.path, planned.content)
@@ -617,6 +686,7 @@ def build_world(
         "image_size": image_size,
         "num_images": len(plan.images),
         "images_index": SCENES_NAME,
+        "num_clip_frames": len(plan.clip_frames),
         "splits": {
             "rule": (
                 "an item's split is a hash of its content (train 80% / val 10% / test 10%); items "

@@ -18,7 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help="build the procedural world (images + task files in real dataset formats)",
         description=(
             "Write the procedural world to --out: PNG images, one file per task and split in the real "
-            "dataset formats (COCO Karpathy, VIST, Winoground, MMVP, LLaVA, interleaved JSONL), the "
+            "dataset formats (COCO Karpathy, VIST, Winoground, MMVP, LLaVA, interleaved JSONL, YouCook2 "
+            "clips as frame folders), the "
             "ground truth of every image (scenes.jsonl) and the manifest world.json. Re-running with "
             "the same arguments checks the directory and leaves it unchanged."
         ),
@@ -33,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         choices=("small", "default"),
         default="small",
         help="world size (default: small): small = a few hundred images, for tests; "
-        "default = the demo's world, about 26k images",
+        "default = the demo's world, about 26k images and 460 clips (5.6k frames)",
     )
     parser.add_argument("--image-size", type=at_least(32), default=128, help="image side in pixels, >= 32 (default 128)")
     parser.add_argument("--workers", type=positive_int, default=None, help="worker processes (default: min(2, CPUs))")
@@ -44,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 # what a world folder holds at its top level (an interrupted build has no manifest yet)
 WORLD_ENTRIES = frozenset(
-    {"world.json", "scenes.jsonl", "images", "captions", "stories", "winoground", "mmvp", "instruct", "rag", "webqa"}
+    {"world.json", "scenes.jsonl", "images", "captions", "stories", "winoground", "mmvp", "instruct", "rag", "webqa", "clips"}
 )
 
 
@@ -69,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     )
     manifest = load_manifest(manifest_path.parent)
     print(
-        f"world: {manifest.num_images} images, {len(manifest.files)} task files, "
+        f"world: {manifest.num_images} images, {manifest.data.get('num_clip_frames', 0)} clip frames, {len(manifest.files)} task files, "
         f"seed {manifest.seed}, scale {manifest.scale}, {seconds:.1f} s -> {manifest_path}"
     )
     for entry in manifest.files:

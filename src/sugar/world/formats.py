@@ -12,6 +12,7 @@ import csv
 import io
 from typing import Any
 
+from sugar.world.clips import FPS, Clip, clip_folder
 from sugar.world.language import tokens, vist_text
 from sugar.world.tasks import (
     CaptionItem,
@@ -310,3 +311,45 @@ def webqa_record(item: WebQAItem) -> dict[str, Any]:
         "compositional": item.compositional,
     }
     return interleaved_record(item.id, segments, meta)
+
+
+# YouCook2's subset names for the world's splits.
+YOUCOOK2_SUBSETS: dict[str, str] = {"train": "training", "val": "validation", "test": "testing"}
+
+
+def youcook2_annotations(clips: list[Clip]) -> dict[str, Any]:
+    """YouCook2's annotation JSON (`youcookii_annotations_trainval.json`) for one split's clips.
+
+    {"database": {id: {"subset", "recipe_type", "duration", "video_url", "annotations":
+    [{"segment": [start, end], "id", "sentence"}]}}}, segments in seconds as in the release. The
+    world's frames are FPS apart, frame k showing [k / FPS, (k + 1) / FPS): a sentence over
+    frames s..e has the segment [s, e + 1]. A clip's frames are the folder `video_url`
+    (relative to the world); `fps` is the one field YouCook2 lacks, since a frame folder has no
+    clock of its own.
+    """
+    database: dict[str, Any] = {}
+    for clip in clips:
+        database[clip.clip_id] = {
+            "subset": YOUCOOK2_SUBSETS[clip.split],
+            "recipe_type": "world",
+            "duration": len(clip.frames) / FPS,
+            "video_url": clip_folder(clip.split, clip.clip_id),
+            "fps": FPS,
+            "annotations": [
+                {"segment": [round(s.start / FPS), round((s.end + 1) / FPS)], "id": i, "sentence": s.text}
+                for i, s in enumerate(clip.sentences)
+            ],
+        }
+    return {"database": database}
+
+
+def clip_ground_truth_record(clip: Clip) -> dict[str, Any]:
+    """What the world knows of one clip: every frame's scene and each sentence's subject and frames."""
+    return {
+        "id": clip.clip_id,
+        "split": clip.split,
+        "compositional": clip.compositional,
+        "fps": FPS,
+        "frames": [{"path": path, "scene": scene.to_dict()} for path, scene in zip(clip.frame_paths, clip.frames)],
+        "sentences": [s.to_dict() for s in clip.sentences],
+    }
