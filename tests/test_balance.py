@@ -1,6 +1,9 @@
-"""The balance study's settings: names, folders, overrides, and errors that say what was expected."""
+"""The balance study: settings, errors that say what was expected, and rows kept across sittings."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,3 +42,41 @@ def test_command_line_errors(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--alphas must be comma-separated numbers" in capsys.readouterr().err
     assert main(["balance", "--steps", "0"]) == 2
     assert "--steps must be >= 1" in capsys.readouterr().err
+
+
+def test_finished_settings_are_kept_and_reused_without_their_run_folders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+    import shutil
+
+    import sugar.curve as curve
+    import sugar.demo as demo
+    from sugar.balance import BalanceSettings, run_balance
+
+    trained: list[str] = []
+
+    def fake_train(settings: Any, stage: str, extra: list[str], folder: str | None = None) -> Path:
+        run = settings.out / (folder or stage)
+        (run / "model").mkdir(parents=True, exist_ok=True)
+        (run / "config.json").write_text(json.dumps({"alpha": extra[-1]}))
+        trained.append(folder or stage)
+        return run / "model"
+
+    def fake_score(model_dir: Path, demo_dir: Path, split: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return {"retrieval": {"t2i": {"r@5": 0.5 if split == "test" else 0.4}}}
+
+    monkeypatch.setattr(demo, "prepare_models", lambda *args, **kwargs: None)
+    monkeypatch.setattr(demo, "train_stage", fake_train)
+    monkeypatch.setattr(curve, "score_saved_model", fake_score)
+    settings = BalanceSettings(demo=tmp_path / "runs", results=tmp_path / "results", alphas=[0.0, 0.3], schedules=[])
+    run_balance(settings)
+    assert trained == ["balance/alpha-0", "balance/alpha-0.3"]
+    kept = json.loads((tmp_path / "results" / "balance-rows" / "alpha-0.3.json").read_text())
+    assert kept["scores"]["test"]["T->I R@5"] == 0.5 and kept["recipe"]["setting"] == ["alpha=0.3"]
+    shutil.rmtree(tmp_path / "runs")
+    text = run_balance(settings).read_text()
+    assert trained == ["balance/alpha-0", "balance/alpha-0.3"]  # nothing trained again
+    assert "| alpha 0.3 | 50.0 |" in text
+    run_balance(BalanceSettings(demo=tmp_path / "runs", results=tmp_path / "results", alphas=[0.3], schedules=[], steps=7))
+    assert trained[2:] == ["balance/alpha-0.3"]  # another budget: the kept row does not apply

@@ -24,6 +24,7 @@ from typing import Any
 
 from sugar.checks import UsageError
 from sugar.fileio import atomic_write_bytes, atomic_write_text
+from sugar.kept import keep_scores, kept_scores
 from sugar.seeds import mean_std
 
 # variant -> TrainConfig overrides of the sugar stage ("base" is the base model itself)
@@ -157,9 +158,9 @@ def run_seed(settings: AblationSettings, seed: int) -> dict[str, dict[str, Any]]
         if path.is_file():
             found[row] = json.loads(path.read_text())
             if not kept.is_file():
-                atomic_write_text(kept, json.dumps({**found[row], "recipe": recipe}, indent=2))
+                keep_scores(kept, found[row], recipe)
             continue
-        if (reused := reuse_kept_row(kept, recipe)) is not None:
+        if (reused := kept_scores(kept, recipe)) is not None:
             found[row] = reused
             continue
         if row == "base":
@@ -172,7 +173,7 @@ def run_seed(settings: AblationSettings, seed: int) -> dict[str, dict[str, Any]]
         found[row] = evaluate_variant(model_dir, demo, settings.limits, settings.progress, with_teacher=row == "sugar")
         found[row]["evaluation_seconds"] = round(time.perf_counter() - started, 1)
         atomic_write_text(path, json.dumps(found[row], indent=2))
-        atomic_write_text(kept, json.dumps({**found[row], "recipe": recipe}, indent=2))
+        keep_scores(kept, found[row], recipe)
     return found
 
 
@@ -198,19 +199,6 @@ def row_recipe(settings: AblationSettings, seed: int, row: str) -> dict[str, Any
         "limits": dict(settings.limits),
     }
 
-
-def reuse_kept_row(kept: Path, recipe: dict[str, Any]) -> dict[str, Any] | None:
-    """A kept row's scores if they were made by `recipe`; None if absent or made otherwise."""
-    if not kept.is_file():
-        return None
-    try:
-        record = json.loads(kept.read_text())
-    except json.JSONDecodeError as error:
-        raise UsageError(f"{kept}: not valid JSON ({error.msg}, line {error.lineno}); delete it to re-run the row") from None
-    # JSON turns tuples into lists and int keys into strings: compare in JSON form
-    if json.loads(json.dumps(recipe)) != record.pop("recipe", None):
-        return None
-    return record
 
 
 def summarise(per_seed: dict[int, dict[str, dict[str, Any]]]) -> dict[str, dict[str, dict[str, Any]]]:

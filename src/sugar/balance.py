@@ -9,7 +9,9 @@ or an alpha schedule that brings L_d in over a warm-up fraction of the steps and
 demo's alpha (`alpha_schedule`, `alpha_warmup`). Each finished model is scored on val (where a
 setting is chosen) and on test (what is reported): retrieval (T->I R@5, VIST 5c+4i R@5) against
 generation (VQA accuracy, POPE F1, caption BLEU-4 and CIDEr-D against the five references).
-Finished trainings and scores are reused on a re-run, so the study resumes setting by setting.
+Finished trainings and scores are reused on a re-run, so the study resumes setting by setting;
+each finished setting's scores are also kept in RESULTS/balance-rows/ with the recipe that made
+them (commit them as they come: a later sitting without the run folders reuses them).
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from sugar.checks import UsageError
-from sugar.curve import value_at
+from sugar.curve import demo_seed, value_at
 from sugar.fileio import atomic_write_text
+from sugar.kept import keep_scores, kept_scores
 
 ALPHAS = (0.0, 0.03, 0.1, 0.3, 1.0)
 SCHEDULES = ("linear:0.3", "cosine:0.3")
@@ -116,8 +119,9 @@ def run_balance(settings: BalanceSettings) -> Path:
     from sugar.demo import DemoSettings, StageClock, prepare_models, train_stage
 
     study = study_settings(settings.alphas, settings.schedules)
+    seed = demo_seed(settings.demo)  # the settings continue the folder's base with its seed
     demo = DemoSettings(
-        out=settings.demo, scale=settings.scale, align_steps=settings.align_steps, base_steps=settings.base_steps,
+        out=settings.demo, seed=seed, scale=settings.scale, align_steps=settings.align_steps, base_steps=settings.base_steps,
         sugar_steps=settings.steps, overrides=list(settings.overrides), progress=settings.progress,
     )
     clock = StageClock(settings.demo)
@@ -126,6 +130,11 @@ def run_balance(settings: BalanceSettings) -> Path:
     scores: dict[str, dict[str, dict[str, float | None]]] = {}
     configs: dict[str, Any] = {}
     for setting in study:
+        kept = settings.results / "balance-rows" / f"{setting.folder}.json"
+        recipe = setting_recipe(settings, seed, list(setting.overrides))
+        if (found := kept_scores(kept, recipe)) is not None:  # a row finished in an earlier sitting
+            configs[setting.name], scores[setting.name] = found["config"], found["scores"]
+            continue
         folder = f"balance/{setting.folder}"
         extra = [f"init_from={base}", "save_models_at=[]", *setting.overrides]
         clock(f"balance {setting.folder}", lambda: train_stage(demo, "sugar", extra, folder=folder))
@@ -136,12 +145,33 @@ def run_balance(settings: BalanceSettings) -> Path:
                                          with_teacher=False, progress=settings.progress))
             for split in SPLITS
         }
-    base_scores, teacher = {}, {}
-    for split in SPLITS:
-        results = score_saved_model(base, settings.demo, split, settings.limits, settings.demo / "balance" / f"base-{split}.json",
-                                    with_teacher=True, progress=settings.progress)
-        base_scores[split], teacher[split] = row(results), row(results, teacher=True)
-    return write_balance(settings, study, scores, base_scores, teacher, configs)
+        keep_scores(kept, {"config": configs[setting.name], "scores": scores[setting.name]}, recipe)
+    kept = settings.results / "balance-rows" / "base.json"
+    recipe = setting_recipe(settings, seed, None)
+    if (found := kept_scores(kept, recipe)) is not None:
+        base_scores, teacher = found["base"], found["teacher"]
+    else:
+        base_scores, teacher = {}, {}
+        for split in SPLITS:
+            results = score_saved_model(
+                base, settings.demo, split, settings.limits, settings.demo / "balance" / f"base-{split}.json",
+                with_teacher=True, progress=settings.progress,
+            )
+            base_scores[split], teacher[split] = row(results), row(results, teacher=True)
+        keep_scores(kept, {"base": base_scores, "teacher": teacher}, recipe)
+    return write_balance(settings, study, scores, base_scores, teacher, configs, seed)
+
+
+def setting_recipe(settings: BalanceSettings, seed: int, setting: list[str] | None) -> dict[str, Any]:
+    """Everything that decides a setting's scores (None: the base model's)."""
+    from sugar.demo import DEMO_RECIPE
+
+    stages = DEMO_RECIPE if setting is not None else {k: v for k, v in DEMO_RECIPE.items() if k != "sugar"}
+    return {
+        "seed": seed, "scale": settings.scale, "align_steps": settings.align_steps, "base_steps": settings.base_steps,
+        "steps": settings.steps, "overrides": list(settings.overrides), "setting": setting, "demo_recipe": stages,
+        "limits": dict(settings.limits),
+    }
 
 
 def _cell(value: float | None) -> str:
@@ -155,6 +185,7 @@ def write_balance(
     base: dict[str, dict[str, float | None]],
     teacher: dict[str, dict[str, float | None]],
     configs: dict[str, Any],
+    seed: int = 0,
 ) -> Path:
     from sugar.demo import _versions
     from sugar.eval.plots import plot_tradeoff
@@ -182,7 +213,7 @@ def write_balance(
         "",
         f"Command: `{settings.command}`",
         "",
-        "Every setting continues the same base model (the demo's, seed 0) with the demo's sugar recipe and "
+        f"Every setting continues the same base model (the demo's, seed {seed}) with the demo's sugar recipe and "
         "one change; one seed per setting. Limits per split: "
         + ", ".join(f"{k} {'all' if v is None else v}" for k, v in settings.limits.items())
         + " (qa: VQA questions and POPE questions per negative type; captions: images). In %; CIDEr-D x 100. "

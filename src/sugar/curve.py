@@ -111,7 +111,7 @@ def _score(model_dir: Path, settings: CurveSettings, path: Path, with_teacher: b
     return score_saved_model(model_dir, settings.demo, "val", CURVE_LIMITS, path, with_teacher, settings.progress)
 
 
-def _seed_of(demo: Path) -> int:
+def demo_seed(demo: Path) -> int:
     """The seed the demo folder was trained with (its base stage's config); 0 before it exists."""
     config = demo / "base" / "config.json"
     return int(json.loads(config.read_text()).get("seed", 0)) if config.is_file() else 0
@@ -140,7 +140,7 @@ def run_curve(settings: CurveSettings) -> Path:
         raise ValueError(f"unknown variant(s) {unknown}; choose from {sorted(CURVE_VARIANTS)}")
     points = sorted(set(settings.points))
     # the variants continue the folder's base with its seed, so they see the demo's batches
-    demo = DemoSettings(out=settings.demo, seed=_seed_of(settings.demo), progress=settings.progress)
+    demo = DemoSettings(out=settings.demo, seed=demo_seed(settings.demo), progress=settings.progress)
     clock = StageClock(settings.demo)
     prepare_models(demo, clock, with_sugar=False)
     base = settings.demo / "base" / "model"
@@ -228,7 +228,7 @@ def write_curve(
         "",
         f"Command: `{settings.command}`",
         "",
-        f"Every variant continues the same base model (`{settings.demo}/base`, seed {_seed_of(settings.demo)}) "
+        f"Every variant continues the same base model (`{settings.demo}/base`, seed {demo_seed(settings.demo)}) "
         "with the demo's sugar recipe; "
         "points are models saved along one run per variant (cosine schedule over the whole run). "
         f"Val limits: {CURVE_LIMITS['retrieval']} images x 5 captions for T->I / I->T (chance R@5 "
