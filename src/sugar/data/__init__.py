@@ -4,6 +4,7 @@
     pairs = load_coco_karpathy("dataset_coco.json", "coco/images", split="test")
     docs = load_documents("stories.jsonl", format="interleaved", image_root="world/images")
     docs[0].slices()   # images and sentences, the units the teacher kernels align
+    clips = load_youcook2("youcookii_annotations_trainval.json", "raw_videos", split="val")
 
 Formats and what `image_root` means for each are in `sugar.data.loaders`.
 """
@@ -40,11 +41,23 @@ from sugar.data.schema import (
     WinogroundItem,
 )
 from sugar.data.text import sentence_spans, split_sentences
+from sugar.data.video import (
+    ClipRecord,
+    ClipSegment,
+    SampledFrames,
+    VideoLoadError,
+    load_msrvtt,
+    load_youcook2,
+    sample_frames,
+    sample_indices,
+)
 
 __all__ = [
     "FORMATS",
     "IMAGE_TOKEN",
     "CaptionedImage",
+    "ClipRecord",
+    "ClipSegment",
     "Conversation",
     "DataFormatError",
     "Document",
@@ -52,11 +65,13 @@ __all__ = [
     "ImageRef",
     "LoadReport",
     "MMVPItem",
+    "SampledFrames",
     "Segment",
     "SkippedRecord",
     "SkippedRecordsWarning",
     "Slice",
     "Story",
+    "VideoLoadError",
     "WinogroundItem",
     "load_coco_karpathy",
     "load_documents",
@@ -64,9 +79,13 @@ __all__ = [
     "load_llava_conversations",
     "load_mmc4",
     "load_mmvp_vlm",
+    "load_msrvtt",
     "load_vist_sis",
     "load_winoground",
+    "load_youcook2",
     "open_rgb",
+    "sample_frames",
+    "sample_indices",
     "sentence_spans",
     "split_sentences",
     "to_rgb",
