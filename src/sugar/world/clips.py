@@ -192,10 +192,15 @@ def _event(rng: random.Random, ctx: WorldContext, scene: Scene, combos: list[Com
 
 
 def _span_lengths(rng: random.Random, frames: int, sentences: int) -> list[int]:
-    """`frames` split into `sentences` runs of at least MIN_SPAN frames each."""
+    """`frames` split into `sentences` runs of at least MIN_SPAN frames each.
+
+    Spare frames go to sentences drawn with uneven weights, so runs differ in length and cutting
+    a clip into equal parts (the grounding baseline that knows only the order) is often wrong.
+    """
     lengths = [MIN_SPAN] * sentences
+    weights = [rng.uniform(0.1, 1.0) ** 2 for _ in range(sentences)]
     for _ in range(frames - MIN_SPAN * sentences):
-        lengths[rng.randrange(sentences)] += 1
+        lengths[rng.choices(range(sentences), weights=weights)[0]] += 1
     return lengths
 
 
