@@ -18,18 +18,19 @@ from sugar.checks import (
     positive_int,
 )
 
-PICTURES = ("mmvp_patterns.png", "webqa_position.png")
+PICTURES = ("mmvp_patterns.png", "webqa_position.png", "clip_alignment.png")
 
 BENCH_HELP = (
     "benchmark(s) to run, comma-separated or repeated: retrieval (image-text R@k), interleaved (VIST "
     "protocol R@k), winoground, mmvp (per-pattern, by embeddings and by likelihood of the two choices), "
     "qa (VQA exact match and POPE per negative type), captions (BLEU-4 and CIDEr-D), rag (no retrieval / own retrieval k=1,2,3 / "
-    "teacher retrieval / oracle), webqa (accuracy by position of the relevant source), or all (default)"
+    "teacher retrieval / oracle), webqa (accuracy by position of the relevant source), clips (text-video R@k and "
+    "temporal grounding of each sentence in its clip's frames), or all (default)"
 )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from sugar.eval.suite import DATA_BENCHES, DEFAULT_LIMITS
+    from sugar.eval.suite import DATA_BENCHES, DEFAULT_CLIP_FRAMES, DEFAULT_LIMITS
 
     defaults = ", ".join(f"{name} {limit}" for name, limit in DEFAULT_LIMITS.items() if limit is not None)
     data_help = "; ".join(f"{name}: {what}" for name, what in DATA_BENCHES.items())
@@ -39,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Evaluate a saved Sugar model on the world's held-out split (or, with --data, on a real dataset "
             "file): writes OUT/<bench>.json for each benchmark, OUT/results.md with the tables, and pictures "
-            "(MMVP per-pattern bars, WebQA position curve)."
+            "(MMVP per-pattern bars, WebQA position curve, one clip's alignment)."
         ),
         epilog=(
             f"Without --limit every item is used except where a default cut applies ({defaults}; an evenly "
@@ -64,13 +65,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--limit", type=non_negative_int, help="at most N items per benchmark (per POPE type); 0 = every item; default: per-benchmark"
     )
     parser.add_argument("--batch-size", type=positive_int, default=32, help="documents per forward pass (default 32)")
+    parser.add_argument(
+        "--clip-frames", type=non_negative_int, default=DEFAULT_CLIP_FRAMES,
+        help=f"clips: frames sampled per clip, spread evenly (default {DEFAULT_CLIP_FRAMES}; 0 = every frame)",
+    )
+    parser.add_argument(
+        "--frame-stride", type=positive_int, default=1,
+        help="clips: keep every N-th frame before sampling --clip-frames of them (default 1)",
+    )
     parser.add_argument("--device", help="torch device, e.g. cuda (default cpu)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=run_eval)
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from sugar.eval.suite import expand_benches, run_benchmarks, write_results
+    from sugar.eval.suite import DEFAULT_CLIP_FRAMES, expand_benches, run_benchmarks, write_results
 
     benches = expand_benches(args.bench or ["all"])
     _check_arguments(args, benches)
@@ -86,6 +95,8 @@ def run_eval(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
         show_progress=not args.no_progress,
+        clip_frames=getattr(args, "clip_frames", DEFAULT_CLIP_FRAMES) or None,
+        frame_stride=getattr(args, "frame_stride", 1),
     )
     report = write_results(results, args.out, command=_command(args, benches))
     for name, result in results.items():
@@ -119,6 +130,8 @@ def _check_arguments(args: argparse.Namespace, benches: list[str]) -> None:
 
 def _command(args: argparse.Namespace, benches: list[str]) -> str:
     """The equivalent command line, for the report (also when called from Python)."""
+    from sugar.eval.suite import DEFAULT_CLIP_FRAMES
+
     parts = ["sugar", "eval", "--model", args.model, "--bench", ",".join(benches)]
     for flag, value in (
         ("--world", args.world),
@@ -131,4 +144,7 @@ def _command(args: argparse.Namespace, benches: list[str]) -> str:
     ):
         if value is not None:
             parts += [flag, str(value)]
+    if "clips" in benches:
+        parts += ["--clip-frames", str(getattr(args, "clip_frames", DEFAULT_CLIP_FRAMES))]
+        parts += ["--frame-stride", str(getattr(args, "frame_stride", 1))]
     return " ".join(shlex.quote(p) for p in parts)

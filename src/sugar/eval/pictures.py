@@ -1,5 +1,7 @@
 """The demo's pictures: training curves, M_r beside M_l for one batch, and the soft alignment
-of two interleaved documents over their slices. Each is drawn from a finished demo folder."""
+of two interleaved documents over their slices. Each is drawn from a finished demo folder.
+Beside them, `clip_alignment` draws one world clip's frames against its narration's sentences
+(`sugar eval --bench clips` draws the same picture for the model it evaluates)."""
 
 from __future__ import annotations
 
@@ -80,6 +82,95 @@ def story_alignment(out: Path, pictures: Path, suite: Any, delta: float) -> Path
     return plot_soft_alignment(
         alignment, x_slices, y_slices, pictures / "story_alignment.png",
         title=f"{stories[0].id} against {stories[1].id}: expected alignment under the Triple Kernel",
+    )
+
+
+def plot_clip_alignment(
+    panels: dict[str, Any],
+    frames: list[Any],
+    sentences: list[str],
+    spans: list[Any],
+    out: Path,
+    title: str = "",
+) -> Path:
+    """Expected alignment of one clip, frames down (thumbnails), sentences across, one panel per
+    encoder; each sentence's gold frames are outlined and the frame it aligns to most is dotted.
+
+    `frames` are PIL images (or labels when a frame cannot be shown); `spans[j]` is sentence j's
+    gold (first, last) frame, or None.
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.offsetbox import AnnotationBbox
+    from matplotlib.patches import Rectangle
+    from PIL import Image
+
+    from sugar.eval.plots import _as_matrix, _check_out, _plain, _save, _thumbnail, _wrap
+
+    out = _check_out(out)
+    n, m = len(frames), len(sentences)
+    if not panels or n == 0 or m == 0 or len(spans) != m:
+        raise ValueError(f"need at least one panel, frames, sentences and one span per sentence; got {len(panels)}, {n}, {m}, {len(spans)}")
+    matrices = {name: _as_matrix(matrix, f"panels[{name!r}]") for name, matrix in panels.items()}
+    for name, matrix in matrices.items():
+        if matrix.shape != (n, m):
+            raise ValueError(f"panels[{name!r}] must be (frames={n}, sentences={m}), got {matrix.shape}")
+    cell = min(0.45, 7.0 / n)  # inches per heatmap cell
+    thumb_pt = 0.9 * cell * 72
+    legend = "\n".join(_wrap(f"{j + 1}. {text}", 90, 2) for j, text in enumerate(sentences))
+    left, gap, right, bottom = 0.8, 0.35, 0.3, 0.45
+    top = 0.75 + 0.16 * (legend.count("\n") + 1)
+    width = left + len(matrices) * (m * cell + gap) + right
+    width = max(width, 6.5)
+    height = top + n * cell + bottom
+    figure = Figure(figsize=(width, height))
+    x = left
+    for number, (name, matrix) in enumerate(matrices.items()):
+        ax = figure.add_axes((x / width, bottom / height, m * cell / width, n * cell / height))
+        ax.imshow(matrix / max(float(matrix.max()), 1e-12), cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest", aspect="auto")
+        ax.set_xticks(range(m), [str(j + 1) for j in range(m)], fontsize=7)
+        ax.set_yticks(range(n), [str(i + 1) for i in range(n)], fontsize=6)
+        ax.yaxis.tick_right()
+        if number < len(matrices) - 1:
+            ax.set_yticklabels([])
+        ax.set_title(_plain(name), fontsize=8)
+        ax.tick_params(length=2)
+        for j, span in enumerate(spans):
+            if span is not None:
+                first, last = span
+                ax.add_patch(Rectangle((j - 0.5, first - 0.5), 1, last - first + 1, fill=False, edgecolor="crimson", linewidth=1.6))
+            ax.plot([j], [int(matrix[:, j].argmax())], marker="o", markersize=3.5, color="orange")
+        if number == 0:
+            for i, frame in enumerate(frames):
+                if isinstance(frame, Image.Image):
+                    box = AnnotationBbox(_thumbnail(frame, thumb_pt), (0, i), xycoords=("axes fraction", "data"),
+                                         xybox=(-(thumb_pt / 2 + 3), 0), boxcoords="offset points", frameon=False)
+                    ax.add_artist(box)
+                else:
+                    ax.annotate(_plain(str(frame)), (0, i), xycoords=("axes fraction", "data"), xytext=(-3, 0),
+                                textcoords="offset points", ha="right", va="center", fontsize=6)
+        x += m * cell + gap
+    heading = _plain(title) if title else "Soft alignment of one clip"
+    figure.text(0.02, 1 - 0.08 / height, heading, ha="left", va="top", fontsize=9)
+    figure.text(0.02, 1 - 0.3 / height, "frames down, sentences across; outline: gold frames; dot: the frame each "
+                "sentence aligns to most", ha="left", va="top", fontsize=7, color="dimgray")
+    figure.text(0.02, 1 - 0.52 / height, legend, ha="left", va="top", fontsize=7)
+    return _save(figure, out)
+
+
+def clip_alignment(out: Path, pictures: Path, suite: Any, delta: float, split: str = "test") -> Path:
+    """The teacher's expected alignment between the first narrated test clip (three sentences or
+    more) and its narration, over its frames, with the gold spans: the clip beside the stories."""
+    from sugar.data import load_youcook2
+    from sugar.eval.clips import alignments, clip_items, teacher_features
+
+    world = out / "world"
+    records = load_youcook2(world / "clips" / f"youcookii_annotations_{split}.json", world / "clips" / split, split=split)
+    chosen = next((r for r in records if len(r.segments) >= 3), None) or records[0]
+    (item,) = clip_items([chosen], num_frames=None)
+    (alignment,) = alignments(teacher_features(suite, [item]), delta=delta)
+    return plot_clip_alignment(
+        {"teacher (Triple Kernel)": alignment}, [f.load() for f in item.frames], item.sentences, item.spans,
+        pictures / "clip_alignment.png", title=f"{item.id} against its narration",
     )
 
 

@@ -23,7 +23,7 @@ from typing import Any
 from sugar.data import DataFormatError, ImageRef, Story
 from sugar.fileio import atomic_write_text
 
-BENCHES: tuple[str, ...] = ("retrieval", "interleaved", "winoground", "mmvp", "qa", "captions", "rag", "webqa")
+BENCHES: tuple[str, ...] = ("retrieval", "interleaved", "winoground", "mmvp", "qa", "captions", "rag", "webqa", "clips")
 # Items per benchmark when no limit is given (None: every item). Only qa is cut by default: the
 # default world's test split has 1000 VQA and 1702 POPE questions per negative type, and 500 of
 # each keep `all` within a few minutes on two CPU cores for the tiny model (`--limit 0`: all).
@@ -36,7 +36,10 @@ DEFAULT_LIMITS: dict[str, int | None] = {
     "captions": 200,  # images captioned (each scored against its five references)
     "rag": None,  # questions answered per row (retrieval hit@k always uses every question)
     "webqa": None,  # items, balanced over the positions of the relevant source
+    "clips": None,  # clips (each with its narration)
 }
+# Frames sampled per clip unless asked otherwise: all of a world clip (8-16), a spread of a real video.
+DEFAULT_CLIP_FRAMES = 16
 # Longest answers the references need, in tokens of the tiny model's tokenizer, plus margin.
 MAX_NEW_TOKENS: dict[str, int] = {"vqa": 28, "pope": 6, "rag": 12, "webqa": 8, "captions": 32}
 DATA_BENCHES: dict[str, str] = {
@@ -45,6 +48,10 @@ DATA_BENCHES: dict[str, str] = {
     "interleaved": "a VIST story-in-sequence JSON; --image-root holds <photo id>.jpg (default: the file's folder)",
     "mmvp": "a folder holding MMVP_VLM/ (Questions.csv, 'MLLM_VLM Images/') and/or MMVP/ (Questions.csv, 'MMVP Images/')",
     "captions": "a COCO / Flickr30k Karpathy JSON (dataset_coco.json); --image-root holds its filepath folders",
+    "clips": (
+        "a YouCook2 annotation JSON (timed sentences: retrieval and grounding) or an MSR-VTT videodatainfo JSON "
+        "(captions: retrieval); --image-root holds each clip's video file or frame folder (default: the file's folder)"
+    ),
 }
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg")
 
@@ -208,6 +215,8 @@ class _Context:
     image_root: Path | None
     batch_size: int
     progress: bool
+    clip_frames: int | None = DEFAULT_CLIP_FRAMES
+    frame_stride: int = 1
 
     def need_world(self, bench: str) -> Path:
         if self.world is None:
@@ -418,6 +427,42 @@ def _bench_webqa(ctx: _Context) -> dict[str, Any]:
     return {"source": str(path), **result}
 
 
+def _clip_annotations(world: Path, split: str) -> Path:
+    path = world / "clips" / f"youcookii_annotations_{split}.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found: the clips benchmark reads the world's clips, and {world} has none for split "
+            f"{split!r} (built before clips were added?). Add them with `sugar world --out {world} --force` "
+            "(the other files come out byte-identical), or leave clips out of --bench"
+        )
+    return path
+
+
+def _bench_clips(ctx: _Context) -> dict[str, Any]:
+    """Text <-> video retrieval and temporal grounding (`sugar.eval.clips`)."""
+    from sugar.data import load_msrvtt, load_youcook2
+    from sugar.data._io import read_json
+    from sugar.eval.benchmarks import spread
+    from sugar.eval.clips import clip_items, model_features, run_clips, teacher_features
+
+    if ctx.data is not None:
+        path, root = ctx.data, ctx.image_root or ctx.data.parent
+        top = read_json(path)
+        narrated = isinstance(top, dict) and "database" in top
+        records = (load_youcook2 if narrated else load_msrvtt)(path, root, split=ctx.split)
+    else:
+        world = ctx.need_world("clips")
+        path, narrated = _clip_annotations(world, ctx.split), True
+        records = load_youcook2(path, world / "clips" / ctx.split, split=ctx.split)
+    items = clip_items(spread(records, ctx.limit), ctx.clip_frames, ctx.frame_stride, narrated=narrated)
+    batch = max(1, min(ctx.batch_size, 8))  # a clip document is a few hundred tokens
+    teacher = (lambda: teacher_features(ctx.teacher, items)) if ctx.teacher is not None else None
+    result = run_clips(items, lambda: model_features(ctx.model, items, batch), teacher)
+    result["sampling"] = {"clip_frames": ctx.clip_frames, "frame_stride": ctx.frame_stride}
+    result["format"] = "youcook2" if narrated else "msrvtt"
+    return {"source": str(path), **result}
+
+
 RUNNERS: dict[str, Callable[[_Context], dict[str, Any]]] = {
     "retrieval": _bench_retrieval,
     "interleaved": _bench_interleaved,
@@ -427,6 +472,7 @@ RUNNERS: dict[str, Callable[[_Context], dict[str, Any]]] = {
     "captions": _bench_captions,
     "rag": _bench_rag,
     "webqa": _bench_webqa,
+    "clips": _bench_clips,
 }
 
 
@@ -474,6 +520,8 @@ def run_benchmarks(
     batch_size: int = 32,
     device: str | None = None,
     show_progress: bool = False,
+    clip_frames: int | None = DEFAULT_CLIP_FRAMES,
+    frame_stride: int = 1,
 ) -> dict[str, dict[str, Any]]:
     """Run benchmarks on one model; returns {bench: result dict}.
 
@@ -482,6 +530,8 @@ def run_benchmarks(
     None = `DEFAULT_LIMITS`, 0 = every item, N = at most N items per benchmark (per POPE type).
     `limits` sets it per benchmark (same meaning), over `limit`.
     `data` runs one of the `DATA_BENCHES` on a real dataset file instead of the world.
+    `clip_frames` / `frame_stride`: the clips benchmark samples that many frames (None: all) of
+    every `frame_stride`-th frame of each clip.
     """
     names = expand_benches(benches)
     if batch_size <= 0:
@@ -495,6 +545,10 @@ def run_benchmarks(
     world = Path(world_dir) if world_dir is not None else None
     if world is not None and not (world / "world.json").is_file():
         raise FileNotFoundError(f"{world} is not a built world (no world.json): build one with `sugar world --out {world}`")
+    if (clip_frames is not None and clip_frames < 1) or frame_stride < 1:
+        raise ValueError(f"clip_frames must be >= 1 or None and frame_stride >= 1, got {clip_frames} and {frame_stride}")
+    if "clips" in names and data_path is None and world is not None:
+        _clip_annotations(world, split)  # before any model loads: an old world fails here, not after the others
     teacher = teachers_dir
     if isinstance(teachers_dir, (str, Path)):
         from sugar.teachers import TeacherSuite
@@ -514,6 +568,8 @@ def run_benchmarks(
             image_root=Path(image_root) if image_root is not None else None,
             batch_size=batch_size,
             progress=show_progress,
+            clip_frames=clip_frames,
+            frame_stride=frame_stride,
         )
         started = time.perf_counter()
         result = RUNNERS[name](ctx)
@@ -539,6 +595,7 @@ def _limit_rule(bench: str, resolved: int | None) -> str:
         "retrieval": "images",
         "captions": "images",
         "winoground": "items",
+        "clips": "clips",
     }[bench]
     return f"at most {resolved} {what}, evenly spread through the file"
 
@@ -687,6 +744,30 @@ def _markdown_webqa(result: dict[str, Any]) -> list[str]:
     ]
 
 
+def _markdown_clips(result: dict[str, Any]) -> list[str]:
+    sampling = result["sampling"]
+    frames = "all frames" if sampling["clip_frames"] is None else f"up to {sampling['clip_frames']} frames"
+    lines = [
+        f"{result['clips']} clips, {result['frames']} frames ({frames} per clip, every {sampling['frame_stride']}. frame); "
+        "a clip is its frames as image slices, a narration its sentences as text slices. Grounding: the frame each "
+        "sentence aligns to most lies in its gold span (accuracy), and the IoU of the frames aligned to it most with "
+        "the gold frames.",
+        "",
+        "| encoder | T->V R@1 | T->V R@5 | T->V R@10 | V->T R@1 | V->T R@5 | V->T R@10 | grounding acc | mean IoU |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in _encoders_of(result):
+        grounding = r.get("grounding") or {}
+        cells = _recall_cells(r.get("t2v")) + _recall_cells(r.get("v2t"))
+        cells += [_pct(grounding.get("accuracy")), _pct(grounding.get("mean_iou"))]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if "uniform_grounding" in result:
+        u = result["uniform_grounding"]
+        lines.append("| equal split (order only) | - | - | - | - | - | - | " + f"{_pct(u['accuracy'])} | {_pct(u['mean_iou'])} |")
+        lines += ["", f"Grounding over {u['sentences']} sentences ({u['skipped_sentences']} without a sampled frame left out)."]
+    return lines
+
+
 MARKDOWN: dict[str, tuple[str, Callable[[dict[str, Any]], list[str]]]] = {
     "retrieval": ("Image-text retrieval", _markdown_retrieval),
     "interleaved": ("Interleaved retrieval (VIST protocol)", _markdown_interleaved),
@@ -696,11 +777,12 @@ MARKDOWN: dict[str, tuple[str, Callable[[dict[str, Any]], list[str]]]] = {
     "captions": ("Captioning (BLEU-4, CIDEr-D)", _markdown_captions),
     "rag": ("Knowledge-base QA with retrieval (RAG)", _markdown_rag),
     "webqa": ("WebQA-style multi-source QA by position of the relevant source", _markdown_webqa),
+    "clips": ("Clips: text-video retrieval and temporal grounding", _markdown_clips),
 }
 
 
 def make_pictures(results: dict[str, dict[str, Any]], out: Path) -> dict[str, str]:
-    """MMVP per-pattern bars and the WebQA position curve; returns bench -> file name."""
+    """MMVP per-pattern bars, the WebQA position curve and one clip's alignment; returns bench -> file name."""
     from sugar.eval.plots import plot_pattern_bars, plot_position_curve
 
     pictures: dict[str, str] = {}
@@ -726,6 +808,21 @@ def make_pictures(results: dict[str, dict[str, Any]], out: Path) -> dict[str, st
             }
             plot_position_curve(curves, out / "webqa_position.png")
             pictures["webqa"] = "webqa_position.png"
+    example = (results.get("clips") or {}).get("example")
+    if example is not None:
+        from PIL import Image
+
+        from sugar.eval.pictures import plot_clip_alignment
+
+        frames: list[Any] = []
+        for k, frame in enumerate(example["frames"]):
+            frames.append(Image.open(frame).convert("RGB") if frame is not None and Path(frame).is_file() else f"frame {k + 1}")
+        spans = [tuple(s) if s is not None else None for s in example["spans"]]
+        plot_clip_alignment(
+            example["alignment"], frames, example["sentences"], spans, out / "clip_alignment.png",
+            title=f"clip {example['id']}: expected alignment of its frames with its narration",
+        )
+        pictures["clips"] = "clip_alignment.png"
     return pictures
 
 
