@@ -14,8 +14,9 @@ from sugar.checks import coerce_fields, coerce_override, model_overrides, read_y
 # what a training batch can mix (sugar.train.examples builds each kind from the world's files)
 # rag_pairs: a knowledge-base question (image and question, no answer) and its gold document, a
 # matched pair for L_d only (always one document, target 1), drawn two documents at a time.
-MIX_KINDS = ("captions", "stories", "vqa", "rag", "rag_pairs", "webqa")
-PAIRED_KINDS = ("rag_pairs",)  # drawn as two views of one item whatever paired_captions says
+# clips: a world clip's sampled frames and its narration, likewise a matched pair for L_d only.
+MIX_KINDS = ("captions", "stories", "vqa", "rag", "rag_pairs", "webqa", "clips")
+PAIRED_KINDS = ("rag_pairs", "clips")  # drawn as two views of one item whatever paired_captions says
 
 
 @dataclass
@@ -100,7 +101,7 @@ class TrainConfig:
             raise ValueError(f"paired_captions draws captions in pairs of orders: mix.captions must be even, got {self.mix['captions']}")
         for kind in PAIRED_KINDS:
             if self.mix.get(kind, 0) % 2:
-                raise ValueError(f"{kind} are drawn as (query, document) pairs: mix.{kind} must be even, got {self.mix[kind]}")
+                raise ValueError(f"{kind} are drawn as pairs of views: mix.{kind} must be even, got {self.mix[kind]}")
         if self.max_caption_images is not None and self.max_caption_images < 1:
             raise ValueError(f"max_caption_images must be >= 1 or null, got {self.max_caption_images}")
         for name in ("steps", "gradient_accumulation", "prefixes_per_document", "log_every", "checkpoint_every"):

@@ -6,19 +6,34 @@ conversation as a document, loss on the answers only; rag: a knowledge-base ques
 gold document, laid out as retrieval-augmented generation lays it out, loss on the answer;
 rag_pairs: a knowledge-base question as retrieval sees it (image and question) and its gold document,
 a matched pair for L_d (no generative loss: neither view has an answer to learn);
-webqa: six image-text sources then a question about one of them, loss on the answer.
+webqa: six image-text sources then a question about one of them, loss on the answer;
+clips: a clip's frames (CLIP_TRAIN_FRAMES of them, spread evenly) and its narration's sentences as
+two views of one item, a matched pair for L_d as `sugar eval --bench clips` encodes them (no
+generative loss).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from sugar.data import Conversation, Document, ImageRef, load_coco_karpathy, load_interleaved, load_llava_conversations
+from sugar.data import (
+    ClipRecord,
+    Conversation,
+    Document,
+    ImageRef,
+    load_coco_karpathy,
+    load_interleaved,
+    load_llava_conversations,
+    load_youcook2,
+)
 from sugar.train.config import MIX_KINDS
 from sugar.train.mixture import Segment, TrainingExample, caption_examples
 
 IMAGE_TOKEN = "<image>"
 KINDS = MIX_KINDS
+# Frames of a training clip: 8 visual-token runs and a narration stay well inside max_length 256
+# with the default tower's 16 tokens per image.
+CLIP_TRAIN_FRAMES = 8
 
 
 def _path_of(image: ImageRef) -> Segment:
@@ -84,12 +99,35 @@ def webqa_example(item: Document) -> TrainingExample:
     return TrainingExample(tuple(segments), (len(segments) - 1,), "webqa", item.id)
 
 
+def clip_pair_example(clip: ClipRecord, frames: int = CLIP_TRAIN_FRAMES, stride: int = 1) -> TrainingExample:
+    """The clip's sampled frames and its narration (one text segment per sentence), as two views."""
+    sampled = clip.frames(num_frames=frames, stride=stride)
+    images: tuple[Segment, ...] = tuple(_path_of(image) for image in sampled.images)
+    views = ((images, ()), (tuple(clip.sentences), ()))
+    return TrainingExample(images, (), "clips", clip.id, views)
+
+
+def _clip_annotations(world: Path, split: str) -> Path:
+    path = world / "clips" / f"youcookii_annotations_{split}.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found: the clips mix kind reads the world's clips, and {world} has none (built before "
+            f"clips were added?); add them with `sugar world --out {world} --force` (the other files come out "
+            "byte-identical), or set mix.clips=0"
+        )
+    return path
+
+
 def load_world_examples(
-    world: Path, split: str, kinds: list[str], max_caption_images: int | None = None
+    world: Path,
+    split: str,
+    kinds: list[str],
+    max_caption_images: int | None = None,
+    clip_frames: int = CLIP_TRAIN_FRAMES,
 ) -> dict[str, list[TrainingExample]]:
     """The training pools by kind. `max_caption_images` keeps the first N caption images in file
     order: the same images `sugar teachers fit --max-train-images N` reads, whose teacher features
-    are then already cached."""
+    are then already cached. `clip_frames`: frames per clip (spread evenly over it)."""
     unknown = set(kinds) - set(KINDS)
     if unknown:
         raise ValueError(f"unknown training data kind(s) {sorted(unknown)}; known: {list(KINDS)}")
@@ -120,14 +158,20 @@ def load_world_examples(
             pools["rag_pairs"] = [rag_pair_example(q, knowledge_base) for q in questions]
     if "webqa" in kinds:
         pools["webqa"] = [webqa_example(item) for item in load_interleaved(world / "webqa" / f"{split}.jsonl", world)]
+    if "clips" in kinds:
+        clips = load_youcook2(_clip_annotations(world, split), world / "clips" / split, split=split)
+        pools["clips"] = [clip_pair_example(clip, clip_frames) for clip in clips]
     return pools
 
 
 def tokenizer_corpus(world: Path) -> list[str]:
     """Every text a model trained on this world must be able to read or write: the training
-    split's captions, stories, instructions, plus the RAG knowledge base (retrieved at test time)."""
+    split's captions, stories, instructions, plus the RAG knowledge base (retrieved at test time).
+
+    Clip narrations use the stories' words and stay out, so a world's tokenizer is the same with
+    or without clips (and worlds built before clips still have one)."""
     texts: list[str] = []
-    for kind, examples in load_world_examples(world, "train", list(KINDS)).items():
+    for kind, examples in load_world_examples(world, "train", [k for k in KINDS if k != "clips"]).items():
         for example in examples:
             for segments, _ in example.alternates or ((example.segments, example.targets),):
                 texts.extend(s for s in segments if isinstance(s, str))

@@ -125,12 +125,12 @@ def _opening(rng: random.Random, ctx: WorldContext, combos: list[Combo], forced:
     scene = Scene(ctx.image_size, tuple(objs), sample_background(rng))
     first = objs[0]
     if n == 1:
-        template = rng.choice(("{a} sits {pos}", "the clip opens with {a} {pos}", "there is {a} {pos}"))
+        template = rng.choice(("{a} sits {pos}", "we see {a} {pos}", "there is {a} {pos}"))
         text = template.format(a=noun_phrase(first), pos=POSITION_PHRASES[first.cell])
     else:
         rel = cell_relation(first.cell, objs[1].cell)
         assert rel is not None
-        template = rng.choice(("{a} is {rel} {b}", "the clip opens with {a} {rel} {b}", "we see {a} {rel} {b}"))
+        template = rng.choice(("{a} is {rel} {b}", "there is {a} {rel} {b}", "we see {a} {rel} {b}"))
         text = template.format(a=noun_phrase(first), rel=rng.choice(RELATION_PHRASES[rel]), b=noun_phrase(objs[1]))
     return _Event("start", scene, sentence(text), None, first)
 
@@ -139,6 +139,7 @@ def _event(rng: random.Random, ctx: WorldContext, scene: Scene, combos: list[Com
     """One random event that `scene` allows, or None (the caller draws again).
 
     Colour-shape combinations stay unique within a clip, so "the red circle" names one object.
+    The words are the stories' own, so a tokenizer fitted to the other tasks reads narrations.
     """
     kind = rng.choices(CLIP_EVENTS, weights=_EVENT_WEIGHTS)[0]
     objs = list(scene.objects)
@@ -169,7 +170,7 @@ def _event(rng: random.Random, ctx: WorldContext, scene: Scene, combos: list[Com
             return None
         cell, words = rng.choice(moves)
         moved = move_object(rng, target, cell, ctx.image_size)
-        template = rng.choice(("{the} slides {dir}", "then {the} moves {dir}"))
+        template = rng.choice(("{the} moves {dir}", "then {the} moves {dir}"))
         return _Event(kind, scene.with_object(k, moved), sentence(template.format(the=the, dir=words)), target, moved)
     if kind == "recolour":
         colours = [c for c in COLOURS if (c, target.shape) in combos and (c, target.shape) not in present]
