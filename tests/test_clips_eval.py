@@ -156,7 +156,12 @@ def test_a_world_without_clips_fails_before_any_benchmark_runs(setup: dict[str, 
     calls: list[str] = []
     model = setup["model"]
     original = model.encode
-    model.encode = lambda *a, **k: calls.append("encode") or original(*a, **k)  # type: ignore[method-assign]
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append("encode")
+        return original(*args, **kwargs)
+
+    model.encode = counted  # type: ignore[method-assign]
     try:
         with pytest.raises(FileNotFoundError, match=r"has none for split 'test'.*sugar world --out .* --force"):
             run_benchmarks(model, old, "retrieval,clips")

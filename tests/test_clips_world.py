@@ -193,8 +193,8 @@ def test_spans_match_the_rendered_frames(world: Path, manifest: WorldManifest) -
                     (dx, dy), = [d for words, d in directions.items() if text.rstrip(".").endswith(words)]
                     (x0, y0), (x1, y1) = before["centre"], after["centre"]
                     assert dx * (x1 - x0) > 0 or dy * (y1 - y0) > 0
-                    box = box_of(before, after)
-                    path = [centroid(frames[k], after["rgb"], box) for k in range(start - 1, min(end, start + SLIDE_FRAMES - 1) + 1)]
+                    region = box_of(before, after)
+                    path = [centroid(frames[k], after["rgb"], region) for k in range(start - 1, min(end, start + SLIDE_FRAMES - 1) + 1)]
                     distances = [np.hypot(x - x1, y - y1) for x, y in path]
                     assert all(a > b for a, b in zip(distances, distances[1:])), (record["id"], text, distances)
                     assert np.hypot(path[0][0] - x0, path[0][1] - y0) < 2.0 and distances[-1] < 2.0

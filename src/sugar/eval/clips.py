@@ -176,9 +176,9 @@ class ClipFeatures:
     uses_modality: bool
 
 
-def _text_documents(items: Sequence[ClipItem]) -> tuple[list[list[str]], list[int]]:
+def _text_documents(items: Sequence[ClipItem]) -> tuple[list[list[Any]], list[int]]:
     """A narration is one document of all its sentences; a whole-clip caption is one document each."""
-    documents: list[list[str]] = []
+    documents: list[list[Any]] = []
     owner: list[int] = []
     for index, item in enumerate(items):
         groups = [item.sentences] if item.narrated else [[s] for s in item.sentences]
@@ -206,10 +206,10 @@ def teacher_features(suite: Any, items: Sequence[ClipItem]) -> ClipFeatures:
     from sugar.eval.benchmarks import TeacherEncoder
 
     encoder = TeacherEncoder(suite)
-    frame_lists = [[f.load() for f in item.frames] for item in items]
+    frame_lists: list[list[Any]] = [[f.load() for f in item.frames] for item in items]
     documents, owner = _text_documents(items)
     videos = torch.cat([encoder.encode_documents(frame_lists[k : k + 64]) for k in range(0, len(items), 64)])
-    texts = encoder.encode_documents(documents)
+    texts = encoder.encode_documents(list(documents))
     frames = [suite.slice_features(f) for f in frame_lists]
     sentences = [suite.slice_features(item.sentences) for item in items]
     return ClipFeatures(videos, texts, owner, frames, sentences, suite.kernel, True)

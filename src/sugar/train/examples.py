@@ -171,7 +171,7 @@ def tokenizer_corpus(world: Path) -> list[str]:
     Clip narrations use the stories' words and stay out, so a world's tokenizer is the same with
     or without clips (and worlds built before clips still have one)."""
     texts: list[str] = []
-    for kind, examples in load_world_examples(world, "train", [k for k in KINDS if k != "clips"]).items():
+    for examples in load_world_examples(world, "train", [k for k in KINDS if k != "clips"]).values():
         for example in examples:
             for segments, _ in example.alternates or ((example.segments, example.targets),):
                 texts.extend(s for s in segments if isinstance(s, str))
