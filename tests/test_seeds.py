@@ -79,6 +79,20 @@ def test_a_metrics_file_stands_for_its_folder(tmp_path: Path) -> None:
         load_runs([kept, tmp_path / "gone.json"])
 
 
+def test_a_setting_an_older_run_did_not_record_is_listed_not_compared(tmp_path: Path) -> None:
+    older = write_run(tmp_path, "s0", demo_metrics(0, 0.2, 0.5))
+    newer_metrics = demo_metrics(1, 0.4, 0.5)
+    newer_metrics["config"]["alpha_schedule"] = "constant"
+    newer = write_run(tmp_path, "s1", newer_metrics)
+    runs = load_runs([older, newer])
+    markdown, _ = write_summary(runs, tmp_path / "summary")
+    assert "alpha_schedule (seed 1: constant)" in markdown.read_text()
+    changed = demo_metrics(2, 0.4, 0.5)
+    changed["config"]["alpha_schedule"] = "cosine"
+    with pytest.raises(UsageError, match="'alpha_schedule' is 'cosine', but 'constant'"):
+        load_runs([newer, write_run(tmp_path, "s2", changed)])
+
+
 def test_errors_name_the_folder_and_the_setting(tmp_path: Path) -> None:
     a = write_run(tmp_path, "a", demo_metrics(0, 0.2, 0.5))
     with pytest.raises(UsageError, match="at least two"):

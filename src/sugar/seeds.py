@@ -104,7 +104,9 @@ def load_runs(folders: list[Path]) -> list[SeedRun]:
         for key in sorted(set(first.metrics["config"]) | set(run.metrics["config"])):
             if key in PER_RUN_KEYS:
                 continue
-            a, b = first.metrics["config"].get(key), run.metrics["config"].get(key)
+            if key not in first.metrics["config"] or key not in run.metrics["config"]:
+                continue  # a setting an older version did not record: listed by `unrecorded_settings`
+            a, b = first.metrics["config"][key], run.metrics["config"][key]
             if a != b:
                 raise UsageError(
                     f"{run.folder}/metrics.json: sugar-stage setting {key!r} is {b!r}, but {a!r} in "
@@ -113,6 +115,17 @@ def load_runs(folders: list[Path]) -> list[SeedRun]:
         if run.metrics["quick"] != first.metrics["quick"]:
             raise UsageError(f"{run.folder}: a {'quick' if run.metrics['quick'] else 'full'} demo among other kinds")
     return sorted(runs, key=lambda run: run.seed)
+
+
+def unrecorded_settings(runs: list[SeedRun]) -> dict[str, dict[int, Any]]:
+    """{setting: {seed: value}} for sugar-stage settings that only some runs record (a run made by
+    an older version, before the setting existed): shown beside the summary, not compared."""
+    keys = set().union(*(run.metrics["config"] for run in runs)) - PER_RUN_KEYS
+    return {
+        key: {run.seed: run.metrics["config"][key] for run in runs if key in run.metrics["config"]}
+        for key in sorted(keys)
+        if not all(key in run.metrics["config"] for run in runs)
+    }
 
 
 def summarise(runs: list[SeedRun]) -> dict[str, dict[str, MeanStd]]:
@@ -149,6 +162,13 @@ def write_summary(runs: list[SeedRun], out: Path) -> tuple[Path, Path]:
         f"Test split, in %, mean +- std over {len(runs)} seeds (sample std).",
         "",
     ]
+    if unrecorded := unrecorded_settings(runs):
+        lines += [
+            "Settings only some runs record (made by a version before the setting existed; the others ran "
+            "without it): " + "; ".join(f"{key} ({', '.join(f'seed {s}: {v}' for s, v in found.items())})"
+                                         for key, found in unrecorded.items()),
+            "",
+        ]
     for group in (list(COLUMNS)[:8], list(COLUMNS)[8:]):
         lines += ["| model | " + " | ".join(group) + " |", "|---|" + "---|" * len(group)]
         for model in MODELS:
