@@ -200,7 +200,6 @@ def row_recipe(settings: AblationSettings, seed: int, row: str) -> dict[str, Any
     }
 
 
-
 def summarise(per_seed: dict[int, dict[str, dict[str, Any]]]) -> dict[str, dict[str, dict[str, Any]]]:
     """{row: {metric: {mean, std, values}}} over seeds; the teacher row from the sugar runs."""
     rows: dict[str, list[dict[str, Any]]] = {}

@@ -53,6 +53,7 @@ PER_RUN_KEYS = {"seed", "output_dir", "init_from", "vision_cache_dir", "world", 
 class SeedRun:
     folder: Path
     metrics: dict[str, Any]
+    source: Path | None = None  # what was given on the command line (the folder or its metrics.json)
 
     @property
     def seed(self) -> int:
@@ -94,7 +95,7 @@ def load_runs(folders: list[Path]) -> list[SeedRun]:
         for key in ("models", "seeds", "config", "quick"):
             if key not in metrics:
                 raise UsageError(f"{path}: missing the field {key!r} of a demo's metrics.json")
-        runs.append(SeedRun(folder, metrics))
+        runs.append(SeedRun(folder, metrics, given))
     first = runs[0]
     seen: dict[int, Path] = {}
     for run in runs:
@@ -152,7 +153,7 @@ def write_summary(runs: list[SeedRun], out: Path) -> tuple[Path, Path]:
     lines = [
         "# The demo over seeds" + (" (QUICK LOOK: small world, few steps)" if first["quick"] else ""),
         "",
-        f"Command: `sugar seeds {' '.join(str(run.folder) for run in runs)}`, each folder a "
+        f"Command: `sugar seeds {' '.join(str(run.source or run.folder) for run in runs)}`, each a "
         f"`sugar demo --seed N` (seeds {', '.join(map(str, seeds))}; a seed changes the world and the training).",
         "",
         f"Model: {first['model'].get('lm')} behind {first['model'].get('vision_tower')}, LoRA r{first['model'].get('lora_r')}; "
