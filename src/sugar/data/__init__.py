@@ -50,6 +50,7 @@ from sugar.data.video import (
     load_youcook2,
     sample_frames,
     sample_indices,
+    world_clip_annotations,
 )
 
 __all__ = [
@@ -89,4 +90,5 @@ __all__ = [
     "sentence_spans",
     "split_sentences",
     "to_rgb",
+    "world_clip_annotations",
 ]

@@ -23,6 +23,7 @@ The loaders follow `sugar.data.loaders`: errors name the file, the record (clip 
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -308,6 +309,25 @@ def _youcook2_record(clip_id: str, entry: Any, video_root: Path) -> ClipRecord:
     known = {"subset", "duration", "fps", "annotations"}
     meta = {key: value for key, value in entry.items() if key not in known}
     return ClipRecord(clip_id, source, segments, subset=subset, duration=duration, fps=fps, meta=meta)
+
+
+def world_clip_annotations(world: Path, split: str, reader: str, otherwise: str) -> Path:
+    """The world's clip annotations of `split`, or an error naming the command that adds them to
+    this world (its own seed and scale: `sugar world` alone would rebuild the small world).
+    `reader` says who needs them, `otherwise` how to go on without them."""
+    path = world / "clips" / f"youcookii_annotations_{split}.json"
+    if path.is_file():
+        return path
+    try:
+        config = json.loads((world / "world.json").read_text()).get("config", {})
+        rebuild = f"sugar world --out {world} --seed {config['seed']} --scale {config['scale']} --force"
+    except (OSError, ValueError, KeyError, AttributeError):
+        rebuild = f"sugar world --out {world} --seed SEED --scale SCALE --force"
+    raise FileNotFoundError(
+        f"{path} not found: {reader} reads the world's clips, and {world} has none for split {split!r} "
+        f"(built before clips were added?). Add them with `{rebuild}` (the other files come out "
+        f"byte-identical), or {otherwise}"
+    )
 
 
 def load_youcook2(

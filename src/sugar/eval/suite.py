@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sugar.data import DataFormatError, ImageRef, Story
+from sugar.data import DataFormatError, ImageRef, Story, world_clip_annotations
 from sugar.fileio import atomic_write_text
 
 BENCHES: tuple[str, ...] = ("retrieval", "interleaved", "winoground", "mmvp", "qa", "captions", "rag", "webqa", "clips")
@@ -427,17 +427,6 @@ def _bench_webqa(ctx: _Context) -> dict[str, Any]:
     return {"source": str(path), **result}
 
 
-def _clip_annotations(world: Path, split: str) -> Path:
-    path = world / "clips" / f"youcookii_annotations_{split}.json"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} not found: the clips benchmark reads the world's clips, and {world} has none for split "
-            f"{split!r} (built before clips were added?). Add them with `sugar world --out {world} --force` "
-            "(the other files come out byte-identical), or leave clips out of --bench"
-        )
-    return path
-
-
 def _bench_clips(ctx: _Context) -> dict[str, Any]:
     """Text <-> video retrieval and temporal grounding (`sugar.eval.clips`)."""
     from sugar.data import load_msrvtt, load_youcook2
@@ -452,7 +441,8 @@ def _bench_clips(ctx: _Context) -> dict[str, Any]:
         records = (load_youcook2 if narrated else load_msrvtt)(path, root, split=ctx.split)
     else:
         world = ctx.need_world("clips")
-        path, narrated = _clip_annotations(world, ctx.split), True
+        path = world_clip_annotations(world, ctx.split, "the clips benchmark", "leave clips out of --bench")
+        narrated = True
         records = load_youcook2(path, world / "clips" / ctx.split, split=ctx.split)
     items = clip_items(spread(records, ctx.limit), ctx.clip_frames, ctx.frame_stride, narrated=narrated)
     batch = max(1, min(ctx.batch_size, 8))  # a clip document is a few hundred tokens
@@ -548,7 +538,8 @@ def run_benchmarks(
     if (clip_frames is not None and clip_frames < 1) or frame_stride < 1:
         raise ValueError(f"clip_frames must be >= 1 or None and frame_stride >= 1, got {clip_frames} and {frame_stride}")
     if "clips" in names and data_path is None and world is not None:
-        _clip_annotations(world, split)  # before any model loads: an old world fails here, not after the others
+        # before any model loads: an old world fails here, not after the other benchmarks
+        world_clip_annotations(world, split, "the clips benchmark", "leave clips out of --bench")
     teacher = teachers_dir
     if isinstance(teachers_dir, (str, Path)):
         from sugar.teachers import TeacherSuite

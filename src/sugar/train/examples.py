@@ -25,6 +25,7 @@ from sugar.data import (
     load_interleaved,
     load_llava_conversations,
     load_youcook2,
+    world_clip_annotations,
 )
 from sugar.train.config import MIX_KINDS
 from sugar.train.mixture import Segment, TrainingExample, caption_examples
@@ -107,17 +108,6 @@ def clip_pair_example(clip: ClipRecord, frames: int = CLIP_TRAIN_FRAMES, stride:
     return TrainingExample(images, (), "clips", clip.id, views)
 
 
-def _clip_annotations(world: Path, split: str) -> Path:
-    path = world / "clips" / f"youcookii_annotations_{split}.json"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} not found: the clips mix kind reads the world's clips, and {world} has none (built before "
-            f"clips were added?); add them with `sugar world --out {world} --force` (the other files come out "
-            "byte-identical), or set mix.clips=0"
-        )
-    return path
-
-
 def load_world_examples(
     world: Path,
     split: str,
@@ -159,7 +149,8 @@ def load_world_examples(
     if "webqa" in kinds:
         pools["webqa"] = [webqa_example(item) for item in load_interleaved(world / "webqa" / f"{split}.jsonl", world)]
     if "clips" in kinds:
-        clips = load_youcook2(_clip_annotations(world, split), world / "clips" / split, split=split)
+        annotations = world_clip_annotations(world, split, "the clips mix kind", "set mix.clips=0")
+        clips = load_youcook2(annotations, world / "clips" / split, split=split)
         pools["clips"] = [clip_pair_example(clip, clip_frames) for clip in clips]
     return pools
 
