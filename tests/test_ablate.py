@@ -18,7 +18,7 @@ PATTERNS = ("colour", "count", "relation", "shape", "size")
 
 def model_results(
     t2i: float, vist: float, wino: tuple[float, float, float], vqa: float, rag: tuple[float, float, float],
-    mmvp: float = 0.5, spread: float = 0.2,
+    mmvp: float = 0.5, spread: float = 0.2, ground: float = 0.8,
 ) -> dict:
     text, image, group = wino
     per_pattern = {p: mmvp for p in PATTERNS}
@@ -26,6 +26,10 @@ def model_results(
         "mmvp": {"embedding": {"average": mmvp, "per_pattern": per_pattern},
                  "teacher": {"embedding": {"average": 0.4, "per_pattern": dict.fromkeys(PATTERNS, 0.4)}}},
         "captions": {"cider": 0.3},
+        "clips": {
+            "t2v": {"r@5": 0.4}, "v2t": {"r@5": 0.5}, "grounding": {"accuracy": ground, "mean_iou": ground - 0.2},
+            "teacher": {"t2v": {"r@5": 0.45}, "v2t": {"r@5": 0.6}, "grounding": {"accuracy": 0.9, "mean_iou": 0.7}},
+        },
         "webqa": {"accuracy": 0.6, "position_spread": spread},
         "retrieval": {"t2i": {"r@5": t2i}, "i2t": {"r@5": t2i / 2}, "teacher": {"t2i": {"r@5": 0.5}, "i2t": {"r@5": 0.4}}},
         "interleaved": {"captions_and_images": {"r@5": vist}, "teacher": {"captions_and_images": {"r@5": 0.3}}},
@@ -46,7 +50,7 @@ def seed_results(shift: float) -> dict[str, dict]:
     return {
         "base": model_results(0.01 + shift, 0.02, (0.0, 0.0, 0.0), 0.50, (0.1, 0.1, 0.4)),
         "sugar": model_results(0.20 + shift, 0.30, (0.3, 0.2, 0.10), 0.49, (0.1, 0.5, 0.4), mmvp=0.6, spread=0.05),
-        "no_gak": model_results(0.19, 0.10, (0.3, 0.2, 0.08), 0.49, (0.1, 0.4, 0.4)),
+        "no_gak": model_results(0.19, 0.10, (0.3, 0.2, 0.08), 0.49, (0.1, 0.4, 0.4), ground=0.6),
         "no_triple": model_results(0.18, 0.28, (0.3, 0.05, 0.02), 0.49, (0.1, 0.4, 0.4)),
         "last_token": model_results(0.05, 0.25, (0.3, 0.15, 0.05), 0.49, (0.1, 0.4, 0.4)),
     }
@@ -74,6 +78,7 @@ def test_claims_are_read_from_the_means() -> None:
     assert checked["(7)"][0] == "holds"
     assert checked["(8)"][0] == "holds" and "base 20.0 vs sugar 5.0" in checked["(8)"][1]
     assert checked["(9)"][0] == "holds" and "5 of 5" in [c for c in checked_claims() if c.startswith("(9)")][0]
+    assert checked["(10"][0] == "holds" and "sugar 80.0 vs no_gak 60.0" in checked["(10"][1]
     worse = seed_results(0.0)
     worse["sugar"]["winoground"]["group"] = 0.0
     assert dict((c[:3], v) for c, v, _ in claims(summarise({0: worse})))["(7)"] == "does not hold"
@@ -112,7 +117,7 @@ def test_results_are_written_as_markdown_json_and_picture(tmp_path: Path) -> Non
     assert "| sugar | 21.0 +- 1.4 |" in text and "sugar ablate --seeds 2" in text and "![ablation](ablation.png)" in text
     record = json.loads((tmp_path / "ablation.json").read_text())
     assert record["seeds"] == [0, 1] and record["summary"]["base"]["VQA acc"]["mean"] == pytest.approx(0.5)
-    assert len(record["claims"]) == 9
+    assert len(record["claims"]) == 10 and "| row | T->V R@5 | V->T R@5 | Ground acc | Ground IoU |" in text
     assert (tmp_path / "ablation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -140,7 +145,8 @@ def test_finished_rows_are_kept_beside_the_results_and_reused_only_under_their_r
         evaluated.append(model_dir.parent.name)
         return {"retrieval": {"t2i": {"r@5": 0.25}}}
 
-    monkeypatch.setattr(demo, "prepare_models", lambda *args, **kwargs: None)
+    prepared: list[bool] = []
+    monkeypatch.setattr(demo, "prepare_models", lambda *args, with_sugar=True: prepared.append(with_sugar))
     monkeypatch.setattr(demo, "train_stage", fake_train)
     monkeypatch.setattr(ablate, "evaluate_variant", fake_evaluate)
     settings = AblationSettings(out=tmp_path / "runs", results=tmp_path / "results", variants=["no_gak"], progress=False)
@@ -151,6 +157,7 @@ def test_finished_rows_are_kept_beside_the_results_and_reused_only_under_their_r
     shutil.rmtree(tmp_path / "runs")  # the run folder is gone; the kept scores stand in for it
     again = ablate.run_seed(settings, 0)
     assert evaluated == ["base", "sugar-no_gak"] and again["no_gak"] == first["no_gak"]
+    assert prepared == [False]  # the demo's sugar stage is not trained for a study without its row; all kept: nothing
     changed = AblationSettings(
         out=tmp_path / "runs", results=tmp_path / "results", variants=["no_gak"], progress=False, overrides=["alpha=0.5"]
     )

@@ -79,7 +79,7 @@ def test_ablation_trains_each_variant_from_the_same_base(tmp_path: Path) -> None
     assert json.loads((seed / "sugar-last_token-2steps" / "model" / "sugar_config.json").read_text())["image_pooling"] == "last"
     record = json.loads((tmp_path / "results" / "ablation.json").read_text())
     assert set(record["summary"]) == {"base", "sugar", "no_gak", "last_token", "teacher"}
-    assert record["summary"]["sugar"]["T->I R@5"]["values"] and len(record["claims"]) == 9
+    assert record["summary"]["sugar"]["T->I R@5"]["values"] and len(record["claims"]) == 10
     assert "| no_gak |" in path.read_text()
 
 
