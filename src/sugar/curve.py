@@ -35,6 +35,7 @@ CURVE_VARIANTS: dict[str, list[str]] = {
     "mse": ["discriminative_loss=mse", "pair_target=kernel"],
     "infonce": ["discriminative_loss=infonce"],
     "rag_pairs": ["mix={captions: 16, vqa: 2, rag: 2, rag_pairs: 2}"],
+    "clips": ["mix={captions: 16, vqa: 2, rag: 2, clips: 2}"],
 }
 CURVE_DESCRIPTIONS: dict[str, str] = {
     "demo": "the demo's sugar stage (its recipe, its steps and saved points)",
@@ -43,11 +44,12 @@ CURVE_DESCRIPTIONS: dict[str, str] = {
     "mse": "the paper's reading: MSE onto the GAK targets, an image and its caption two documents (target = the teacher's kernel)",
     "infonce": "KL between tempered softmaxes of M_r and M_l (the project's InfoNCE variant), caption pair = one document",
     "rag_pairs": "the demo's recipe plus one (knowledge-base question, gold document) pair per step in L_d (mix rag_pairs: 2)",
+    "clips": "the demo's recipe plus two world clips per step in L_d, its frames and its narration the two views of one document (mix clips: 2)",
 }
 CURVE_POINTS = (100, 250, 500, 1000)
 # val items per benchmark: 300 images (1500 captions) keep a point at about a minute; RAG answers
-# 30 questions per row (retrieval hit@k reads every question)
-CURVE_LIMITS: dict[str, int | None] = {"retrieval": 300, "interleaved": None, "qa": 100, "rag": 30}
+# 30 questions per row (retrieval hit@k reads every question); every val clip (60)
+CURVE_LIMITS: dict[str, int | None] = {"retrieval": 300, "interleaved": None, "qa": 100, "rag": 30, "clips": None}
 COLUMNS: dict[str, tuple[str, ...]] = {
     "T->I R@5": ("retrieval", "t2i", "r@5"),
     "I->T R@5": ("retrieval", "i2t", "r@5"),
@@ -57,6 +59,9 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "POPE F1": ("qa", "pope", "average", "f1"),
     "self hit@1": ("rag", "retrieval", "self", "hit@1"),
     "RAG self k=1": ("rag", "rows", "self_k1", "contains_answer"),
+    "T->V R@5": ("clips", "t2v", "r@5"),
+    "V->T R@5": ("clips", "v2t", "r@5"),
+    "Ground acc": ("clips", "grounding", "accuracy"),
 }
 
 
