@@ -29,6 +29,8 @@ def model_results(
         "clips": {
             "t2v": {"r@5": 0.4}, "v2t": {"r@5": 0.5}, "grounding": {"accuracy": ground, "mean_iou": ground - 0.2},
             "teacher": {"t2v": {"r@5": 0.45}, "v2t": {"r@5": 0.6}, "grounding": {"accuracy": 0.9, "mean_iou": 0.7}},
+            "uniform_grounding": {"accuracy": 0.5, "mean_iou": 0.4},
+            "sampling": {"clip_frames": 16, "frame_stride": 1},
         },
         "webqa": {"accuracy": 0.6, "position_spread": spread},
         "retrieval": {"t2i": {"r@5": t2i}, "i2t": {"r@5": t2i / 2}, "teacher": {"t2i": {"r@5": 0.5}, "i2t": {"r@5": 0.4}}},
@@ -119,6 +121,27 @@ def test_results_are_written_as_markdown_json_and_picture(tmp_path: Path) -> Non
     assert record["seeds"] == [0, 1] and record["summary"]["base"]["VQA acc"]["mean"] == pytest.approx(0.5)
     assert len(record["claims"]) == 10 and "| row | T->V R@5 | V->T R@5 | Ground acc | Ground IoU |" in text
     assert (tmp_path / "ablation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_video_results_read_the_clips_rows_per_seed(tmp_path: Path) -> None:
+    from sugar.video_results import write_video_results
+
+    per_seed = {0: seed_results(0.0), 1: seed_results(0.02)}
+    per_seed[1]["sugar"]["clips"]["grounding"]["accuracy"] = 0.9
+    path = write_video_results(per_seed, "sugar ablate --seeds 2", tmp_path / "video.md")
+    assert path is not None
+    record = json.loads((tmp_path / "video.json").read_text())
+    assert record["summary"]["sugar"]["ground acc"]["values"] == pytest.approx([0.8, 0.9])
+    assert record["summary"]["no_gak"]["ground acc"]["mean"] == pytest.approx(0.6)
+    assert record["summary"]["teacher"]["T->V R@5"]["mean"] == pytest.approx(0.45)
+    assert record["summary"]["equal split"]["ground acc"]["mean"] == pytest.approx(0.5)
+    assert "T->V R@1" not in record["summary"]["sugar"]  # not measured: left out, never zero
+    text = path.read_text()
+    assert "| sugar | 0 | 40.0 | 50.0 | 80.0 | 60.0 |" in text and "16 frames (stride 1)" in text
+    for results in per_seed.values():
+        for row in results.values():
+            row.pop("clips", None)
+    assert write_video_results(per_seed, "x", tmp_path / "none.md") is None and not (tmp_path / "none.md").exists()
 
 
 def test_bad_settings_are_refused(tmp_path: Path) -> None:

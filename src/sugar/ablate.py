@@ -26,6 +26,7 @@ from sugar.checks import UsageError
 from sugar.fileio import atomic_write_bytes, atomic_write_text
 from sugar.kept import keep_scores, kept_scores
 from sugar.seeds import mean_std
+from sugar.video_results import write_video_results
 
 # variant -> TrainConfig overrides of the sugar stage ("base" is the base model itself)
 VARIANTS: dict[str, list[str]] = {
@@ -367,7 +368,11 @@ def _versions() -> dict[str, str]:
 
 
 def write_results(
-    summary: dict[str, dict[str, dict[str, Any]]], settings: AblationSettings, seconds: float, train_config: dict[str, Any]
+    summary: dict[str, dict[str, dict[str, Any]]],
+    settings: AblationSettings,
+    seconds: float,
+    train_config: dict[str, Any],
+    video: Path | None = None,
 ) -> Path:
     out = settings.results
     out.mkdir(parents=True, exist_ok=True)
@@ -415,7 +420,10 @@ def write_results(
                 cells.append("" if cell is None else f"{100 * cell['mean']:.1f} +- {100 * cell['std']:.1f}")
             if any(cells):
                 lines.append(f"| {row} | " + " | ".join(cells) + " |")
-    lines += ["", "![ablation](ablation.png)", "", "## Rows", ""]
+    lines += ["", "![ablation](ablation.png)", ""]
+    if video is not None:
+        lines += [f"The clip columns at full detail (R@1/5/10, per seed): [{video.name}]({video.name}).", ""]
+    lines += ["## Rows", ""]
     lines += [f"- **{row}**: {DESCRIPTIONS[row]}" + (f" (`{' '.join(VARIANTS[row])}`)" if VARIANTS.get(row) else "") for row in summary]
     lines += [
         "",
@@ -463,7 +471,8 @@ def run_ablation(settings: AblationSettings) -> Path:
             if result.is_file():
                 stage_seconds += json.loads(result.read_text()).get("evaluation_seconds", 0.0)
     seconds = max(stage_seconds, time.perf_counter() - started)
-    return write_results(summarise(per_seed), settings, seconds, train_config)
+    video = write_video_results(per_seed, settings.command, settings.results / "video.md")
+    return write_results(summarise(per_seed), settings, seconds, train_config, video)
 
 
 def register(subparsers: Any) -> None:
