@@ -372,7 +372,7 @@ def write_results(
     settings: AblationSettings,
     seconds: float,
     train_config: dict[str, Any],
-    video: Path | None = None,
+    video_results: Path | None = None,
 ) -> Path:
     out = settings.results
     out.mkdir(parents=True, exist_ok=True)
@@ -421,8 +421,9 @@ def write_results(
             if any(cells):
                 lines.append(f"| {row} | " + " | ".join(cells) + " |")
     lines += ["", "![ablation](ablation.png)", ""]
-    if video is not None:
-        lines += [f"The clip columns at full detail (R@1/5/10, per seed): [{video.name}]({video.name}).", ""]
+    if video_results is not None:
+        name = video_results.name
+        lines += [f"The clip columns at full detail (R@1/5/10, per seed): [{name}]({name}).", ""]
     lines += ["## Rows", ""]
     lines += [f"- **{row}**: {DESCRIPTIONS[row]}" + (f" (`{' '.join(VARIANTS[row])}`)" if VARIANTS.get(row) else "") for row in summary]
     lines += [
