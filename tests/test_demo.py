@@ -5,6 +5,7 @@ reuses every finished stage instead of training again."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -128,3 +129,14 @@ def test_balance_trains_each_setting_from_the_same_base_and_plots_the_trade_off(
     stamps = {p: p.stat().st_mtime for p in runs.glob("*/eval/*.json")}
     run_balance(study)
     assert {p: p.stat().st_mtime for p in runs.glob("*/eval/*.json")} == stamps
+
+
+def test_stage_clock_keeps_the_time_of_the_process_that_finished_a_stage(tmp_path: Path) -> None:
+    from sugar.demo import StageClock
+
+    waiting, finishing = StageClock(tmp_path), StageClock(tmp_path)  # two processes on one folder
+    finishing("train sugar-no_gak", lambda: time.sleep(0.3))
+    waiting("train sugar-no_gak", lambda: None)  # found finished: its near-zero reuse is not the stage's time
+    waiting("world", lambda: None)
+    stages = json.loads((tmp_path / "stages.json").read_text())
+    assert set(stages) == {"world", "train sugar-no_gak"} and stages["train sugar-no_gak"] >= 0.2

@@ -222,9 +222,10 @@ class StageClock:
         if name in self.stages:
             return work()
         result = _timed(self.stages, name, work)
-        # merge with what other processes sharing this folder recorded meanwhile
+        # merge with what other processes sharing this folder recorded meanwhile; a stage one of
+        # them finished while this one waited to reuse it keeps that process's time
         on_disk = json.loads(self.path.read_text()) if self.path.is_file() else {}
-        self.stages = {**on_disk, name: self.stages[name]}
+        self.stages = {name: self.stages[name], **on_disk}
         atomic_write_text(self.path, json.dumps(self.stages, indent=2))
         return result
 
