@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sugar.curve import value_at
 from sugar.fileio import atomic_write_text
 from sugar.seeds import mean_std
 
@@ -26,14 +27,6 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "ground acc": ("grounding", "accuracy"),
     "ground IoU": ("grounding", "mean_iou"),
 }
-
-
-def _value(node: Any, path: tuple[str, ...]) -> float | None:
-    for key in path:
-        if not isinstance(node, dict) or key not in node:
-            return None
-        node = node[key]
-    return float(node) if isinstance(node, (int, float)) else None
 
 
 def clip_rows(per_seed: dict[int, dict[str, dict[str, Any]]]) -> dict[str, dict[int, dict[str, Any]]]:
@@ -63,7 +56,7 @@ def write_video_results(per_seed: dict[int, dict[str, dict[str, Any]]], command:
         row: {
             column: vars(mean_std(values))
             for column, key in COLUMNS.items()
-            if (values := [v for v in (_value(clips, key) for clips in seeds.values()) if v is not None])
+            if (values := [v for v in (value_at(clips, key) for clips in seeds.values()) if v is not None])
         }
         for row, seeds in rows.items()
     }
@@ -91,12 +84,12 @@ def write_video_results(per_seed: dict[int, dict[str, dict[str, Any]]], command:
     lines += ["", "## Per seed", "", "| row | seed | T->V R@5 | V->T R@5 | ground acc | ground IoU |", "|---|---|---|---|---|---|"]
     for row, seeds in rows.items():
         for seed, clips in seeds.items():
-            values = [_value(clips, COLUMNS[c]) for c in ("T->V R@5", "V->T R@5", "ground acc", "ground IoU")]
+            values = [value_at(clips, COLUMNS[c]) for c in ("T->V R@5", "V->T R@5", "ground acc", "ground IoU")]
             lines.append(f"| {row} | {seed} | " + " | ".join("" if v is None else f"{100 * v:.1f}" for v in values) + " |")
     lines.append("")
     atomic_write_text(path, "\n".join(lines))
     values = {
-        row: {str(seed): {c: _value(clips, key) for c, key in COLUMNS.items()} for seed, clips in seeds.items()}
+        row: {str(seed): {c: value_at(clips, key) for c, key in COLUMNS.items()} for seed, clips in seeds.items()}
         for row, seeds in rows.items()
     }
     record = {"command": command, "sampling": sampling, "summary": summary, "per_seed": values}
