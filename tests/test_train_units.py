@@ -168,3 +168,19 @@ def test_alpha_schedules_rise_over_the_warm_up_to_alpha() -> None:
         load_config(None, ["alpha_schedule=step"])
     with pytest.raises(ValueError, match=r"alpha_warmup is a fraction of the steps in \[0, 1\), got 1.0"):
         load_config(None, ["alpha_warmup=1.0"])
+
+
+def test_resume_guard_treats_one_place_written_three_ways_as_the_same(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run started with absolute paths resumes when given relative ones, or the same folder
+    reached through a symlink; a genuinely different folder is still a change."""
+    from sugar.train.guards import config_differences
+
+    (tmp_path / "real" / "world").mkdir(parents=True)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    monkeypatch.chdir(tmp_path)
+    saved = TrainConfig(world=str(tmp_path / "real" / "world")).to_dict()
+    for written in ["real/world", "link/world", str(tmp_path / "link" / "world")]:
+        assert config_differences(saved, TrainConfig(world=written).to_dict()) == []
+    moved = config_differences(saved, TrainConfig(world="other").to_dict())
+    assert len(moved) == 1 and moved[0].startswith("world:")

@@ -21,7 +21,8 @@ from sugar.train.config import TrainConfig
 
 # Keys that change where a run writes or how often, not what it computes: they may differ on resume.
 RUN_NEUTRAL_KEYS = frozenset({"output_dir", "vision_cache_dir", "log_every", "checkpoint_every", "keep_checkpoints"})
-# Keys naming files or folders: the same place written two ways (relative, absolute) is no change.
+# Keys naming files or folders: the same place written two ways (relative, absolute, through a
+# symlink) is no change.
 PATH_KEYS = frozenset({"world", "teachers", "init_from", "model_path"})
 
 
@@ -47,7 +48,7 @@ def _same(key: str, saved: Any, current: Any) -> bool:
     if saved == current:
         return True
     if key in PATH_KEYS and isinstance(saved, str) and isinstance(current, str):
-        return os.path.abspath(saved) == os.path.abspath(current)
+        return os.path.realpath(saved) == os.path.realpath(current)
     if isinstance(saved, (int, float)) and isinstance(current, (int, float)) and not isinstance(saved, bool):
         return float(saved) == float(current)
     return False
