@@ -184,3 +184,19 @@ def test_resume_guard_treats_one_place_written_three_ways_as_the_same(tmp_path: 
         assert config_differences(saved, TrainConfig(world=written).to_dict()) == []
     moved = config_differences(saved, TrainConfig(world="other").to_dict())
     assert len(moved) == 1 and moved[0].startswith("world:")
+
+
+def test_run_log_drops_the_steps_a_resumed_run_trains_again(tmp_path: Path) -> None:
+    from sugar.train.recipe import RunLog
+
+    first = RunLog(tmp_path, enabled=True)
+    for step in (10, 20, 30, 40):  # killed after step 40, its last checkpoint at step 20
+        first.write({"step": step, "loss": float(step)})
+    first.close()
+    resumed = RunLog(tmp_path, enabled=True, resumed_at=20)
+    for step in (30, 40):
+        resumed.write({"step": step, "loss": -float(step)})
+    resumed.close()
+    rows = (tmp_path / "train_log.csv").read_text().splitlines()
+    assert rows[0].split(",") == RunLog.FIELDS
+    assert [row.split(",")[:2] for row in rows[1:]] == [["10", "10.0"], ["20", "20.0"], ["30", "-30.0"], ["40", "-40.0"]]

@@ -126,6 +126,9 @@ def test_sigkilled_run_resumes_to_identical_weights(world: Path, teachers: Path,
     assert expected.keys() == got.keys()
     for name in expected:
         assert torch.equal(expected[name], got[name]), name
+    # the log holds every logged step once, as the uninterrupted run's does
+    logged = [(tmp_path / run / "train_log.csv").read_text().splitlines() for run in ("reference", "killed")]
+    assert [line.split(",")[0] for line in logged[1]] == [line.split(",")[0] for line in logged[0]]
 
 
 TWO_PROCESS_SCRIPT = r"""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import math
 import time
@@ -298,11 +299,16 @@ def compute_losses(
 
 
 class RunLog:
-    """One CSV row per logged step plus TensorBoard scalars; appends across resumes."""
+    """One CSV row per logged step plus TensorBoard scalars; appends across resumes.
+
+    A run killed after its last checkpoint logged steps that the resumed run trains again: those
+    rows are dropped on resume (`resumed_at`), so every step appears once and belongs to the
+    weights that were kept.
+    """
 
     FIELDS = ["step", "loss", "generative_loss", "discriminative_loss", "lr", "samples_per_second", "elapsed_seconds"]
 
-    def __init__(self, directory: Path, enabled: bool) -> None:
+    def __init__(self, directory: Path, enabled: bool, resumed_at: int = 0) -> None:
         self.enabled = enabled
         self.path = directory / "train_log.csv"
         self.writer = None
@@ -311,12 +317,25 @@ class RunLog:
             if not self.path.exists():
                 with open(self.path, "w", newline="") as handle:
                     csv.writer(handle).writerow(self.FIELDS)
+            else:
+                self._drop_rows_after(resumed_at)
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.writer = SummaryWriter(str(directory / "tensorboard"))
+                # purge_step hides the killed run's events past the checkpoint, as above for the CSV
+                self.writer = SummaryWriter(str(directory / "tensorboard"), purge_step=resumed_at + 1 if resumed_at else None)
             except ImportError:  # tensorboard is optional at run time
                 self.writer = None
+
+    def _drop_rows_after(self, step: int) -> None:
+        with open(self.path, newline="") as handle:
+            rows = list(csv.reader(handle))
+        kept = [row for row in rows[1:] if row and row[0].isdigit() and int(row[0]) <= step]
+        if len(kept) == len(rows) - 1:
+            return
+        buffer = io.StringIO()
+        csv.writer(buffer).writerows([rows[0] if rows else self.FIELDS, *kept])
+        atomic_write_text(self.path, buffer.getvalue())
 
     def write(self, row: dict[str, float]) -> None:
         if not self.enabled:
@@ -418,7 +437,7 @@ def train(config: TrainConfig, resume: bool = False, show_progress: bool | None 
         output_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(output_dir / "config.json", json.dumps(config.to_dict(), indent=2))
 
-    log = RunLog(output_dir, accelerator.is_main_process)
+    log = RunLog(output_dir, accelerator.is_main_process, resumed_at=start_step)
     show = accelerator.is_main_process if show_progress is None else show_progress and accelerator.is_main_process
     bar = tqdm(total=config.steps, initial=start_step, disable=not show, desc=f"{config.stage}", dynamic_ncols=True)
     model.train()
