@@ -189,3 +189,26 @@ def test_finished_rows_are_kept_beside_the_results_and_reused_only_under_their_r
     kept.write_text("{broken")
     with pytest.raises(UsageError, match="no_gak.json: not valid JSON"):
         ablate.run_seed(AblationSettings(out=tmp_path / "fresh", results=tmp_path / "results", variants=["no_gak"]), 0)
+
+
+def test_summed_time_is_kept_with_the_rows_and_survives_the_run_folders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    import sugar.ablate as ablate
+    import sugar.demo as demo
+
+    monkeypatch.setattr(demo, "prepare_models", lambda *args, with_sugar=True: None)
+    monkeypatch.setattr(demo, "train_stage", lambda settings, stage, extra, folder=None: settings.out / (folder or stage) / "model")
+    monkeypatch.setattr(ablate, "evaluate_variant", lambda *args, **kwargs: {"retrieval": {"t2i": {"r@5": 0.25}}})
+    settings = AblationSettings(out=tmp_path / "runs", results=tmp_path / "results", variants=["no_gak"], progress=False)
+    stages = {"world": 60.0, "teachers": 120.0, "align": 300.0, "base": 1200.0, "train sugar-no_gak": 3000.0}
+    (tmp_path / "runs" / "seed0").mkdir(parents=True)
+    (tmp_path / "runs" / "seed0" / "stages.json").write_text(json.dumps(stages))
+    rows = ablate.run_seed(settings, 0)
+    assert rows["base"]["training_seconds"] == 1680.0 and rows["no_gak"]["training_seconds"] == 3000.0
+    evaluation = sum(row["evaluation_seconds"] for row in rows.values())
+    assert ablate.study_seconds(settings, {0: rows}) == pytest.approx(4680.0 + evaluation)
+    shutil.rmtree(tmp_path / "runs")
+    assert ablate.study_seconds(settings, {0: ablate.run_seed(settings, 0)}) == pytest.approx(4680.0 + evaluation)

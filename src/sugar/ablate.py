@@ -141,6 +141,30 @@ def row_folder(row: str, tag: str) -> str:
     return f"sugar{tag}" if row == "sugar" else f"sugar-{row}{tag}"
 
 
+def row_stages(row: str, tag: str) -> list[str]:
+    """The stages (names in stages.json) whose time a row's training counts: the base row carries
+    the seed's shared stages, every other row its own sugar-stage training."""
+    if row == "base":
+        return ["world", "teachers", "align", "base"]
+    return ["sugar" if row == "sugar" and not tag else f"train {row_folder(row, tag)}"]
+
+
+def study_seconds(settings: AblationSettings, per_seed: dict[int, dict[str, dict[str, Any]]]) -> float:
+    """Machine time the rows took: training and evaluation, each as recorded by the run that did
+    it (kept with the row; rows kept before that record fall back on the seed's stages.json)."""
+    tag = "" if settings.steps is None else f"-{settings.steps}steps"
+    total = 0.0
+    for seed, rows in per_seed.items():
+        stages_path = settings.out / f"seed{seed}" / "stages.json"
+        stages = json.loads(stages_path.read_text()) if stages_path.is_file() else {}
+        for row, scores in rows.items():
+            training = scores.get("training_seconds")
+            if training is None:
+                training = sum(stages.get(name, 0.0) for name in row_stages(row, tag))
+            total += float(training) + float(scores.get("evaluation_seconds", 0.0))
+    return total
+
+
 def run_seed(settings: AblationSettings, seed: int) -> dict[str, dict[str, Any]]:
     """Train and evaluate every row for one seed; {row: results}."""
     from sugar.demo import DemoSettings, StageClock, prepare_models, train_stage
@@ -181,6 +205,8 @@ def run_seed(settings: AblationSettings, seed: int) -> dict[str, dict[str, Any]]
         started = time.perf_counter()
         found[row] = evaluate_variant(model_dir, demo, settings.limits, settings.progress, with_teacher=row == "sugar")
         found[row]["evaluation_seconds"] = round(time.perf_counter() - started, 1)
+        # kept with the scores, so the study's summed time survives the run folders
+        found[row]["training_seconds"] = round(sum(clock.stages.get(name, 0.0) for name in row_stages(row, tag)), 1)
         atomic_write_text(demo.out / f"ablation{tag}" / f"{row}.json", json.dumps(found[row], indent=2))
         keep_scores(kept_row_path(settings, seed, row), found[row], row_recipe(settings, seed, row))
     return {row: found[row] for row in ["base", *settings.variants]}
@@ -398,8 +424,9 @@ def write_results(
         "",
         f"Made by `{settings.command}` with seeds {settings.seeds}: every row continues the same base model of its",
         "seed for the same number of steps and is scored on the test split by the same benchmarks. Cells are",
-        f"mean +- std over seeds, in %. Summed stage times {seconds / 60:.1f} min (each stage timed by the run that",
-        "finished it; stages of seeds run in parallel processes count separately). WebQA spread: the best",
+        f"mean +- std over seeds, in %. Machine time {seconds / 3600:.1f} h in all: the training and evaluation of",
+        "every row, each timed by the run that did it (seeds run in parallel processes count separately; the",
+        "base row carries its seed's world, teachers, projector alignment and base training). WebQA spread: the best",
         "position's accuracy minus the worst's (0 is a flat position curve). CIDEr-D x 100. Clips: text->video",
         "and video->text R@5 over the test clips; grounding: the frame each narration sentence aligns to most lies",
         "in its span (accuracy), and the mean IoU of the aligned spans.",
@@ -458,19 +485,7 @@ def run_ablation(settings: AblationSettings) -> Path:
     tag = "" if settings.steps is None else f"-{settings.steps}steps"
     first = settings.out / f"seed{settings.seeds[0]}" / f"sugar{tag}" / "config.json"
     train_config = json.loads(first.read_text()) if first.is_file() else {}
-    stage_seconds = 0.0
-    for seed in settings.seeds:
-        stages_path = settings.out / f"seed{seed}" / "stages.json"
-        stages = json.loads(stages_path.read_text()) if stages_path.is_file() else {}
-        # what this ablation needed: the shared stages, then each row's training and evaluation
-        names = ["world", "teachers", "base"] + [
-            "sugar" if row == "sugar" and not tag else f"train {row_folder(row, tag)}" for row in settings.variants
-        ]
-        stage_seconds += sum(stages.get(name, 0.0) for name in names)
-        for row in ["base", *settings.variants]:
-            result = settings.out / f"seed{seed}" / f"ablation{tag}" / f"{row}.json"
-            if result.is_file():
-                stage_seconds += json.loads(result.read_text()).get("evaluation_seconds", 0.0)
+    stage_seconds = study_seconds(settings, per_seed)
     seconds = max(stage_seconds, time.perf_counter() - started)
     video = write_video_results(per_seed, settings.command, settings.results / "video.md")
     return write_results(summarise(per_seed), settings, seconds, train_config, video)
