@@ -212,3 +212,30 @@ def test_summed_time_is_kept_with_the_rows_and_survives_the_run_folders(
     assert ablate.study_seconds(settings, {0: rows}) == pytest.approx(4680.0 + evaluation)
     shutil.rmtree(tmp_path / "runs")
     assert ablate.study_seconds(settings, {0: ablate.run_seed(settings, 0)}) == pytest.approx(4680.0 + evaluation)
+
+
+def test_kept_only_reports_what_is_finished_and_labels_rows_some_seeds_lack(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sugar.ablate as ablate
+    import sugar.demo as demo
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("--kept-only must train and evaluate nothing")
+
+    monkeypatch.setattr(demo, "prepare_models", refuse)
+    monkeypatch.setattr(ablate, "evaluate_variant", refuse)
+    results = tmp_path / "results"
+    settings = AblationSettings(
+        out=tmp_path / "runs", results=results, seeds=[0, 1], variants=["sugar", "no_gak"], kept_only=True, progress=False,
+    )
+    for seed in (0, 1):
+        rows = seed_results(0.02 * seed)
+        for row in ("base", "sugar", *(("no_gak",) if seed == 0 else ())):  # seed 1 has no no_gak row yet
+            path = ablate.kept_row_path(settings, seed, row)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({**rows[row], "recipe": ablate.row_recipe(settings, seed, row)}))
+    path = run_ablation(settings)
+    text = path.read_text()
+    assert "| no_gak (1 of 2 seeds) |" in text and "| sugar | 21.0 +- 1.4 |" in text
+    assert "| no_gak (1 of 2 seeds) |" in (results / "video.md").read_text()

@@ -25,7 +25,7 @@ from typing import Any
 from sugar.checks import UsageError
 from sugar.fileio import atomic_write_bytes, atomic_write_text
 from sugar.kept import keep_scores, kept_scores
-from sugar.seeds import mean_std
+from sugar.seeds import mean_std, seeds_label
 from sugar.video_results import write_video_results
 
 # variant -> TrainConfig overrides of the sugar stage ("base" is the base model itself)
@@ -99,6 +99,7 @@ class AblationSettings:
     limits: dict[str, int | None] = field(default_factory=lambda: dict(BENCH_LIMITS))
     progress: bool = True
     command: str = ""
+    kept_only: bool = False  # write the tables from the rows finished so far; train nothing
 
 
 def _dig(results: dict[str, Any], path: tuple[str, ...]) -> float | None:
@@ -191,8 +192,8 @@ def run_seed(settings: AblationSettings, seed: int) -> dict[str, dict[str, Any]]
             found[row] = reused
         else:
             pending.append(row)
-    if not pending:  # every row kept: a later sitting whose run folders are gone trains nothing
-        return found
+    if not pending or settings.kept_only:  # every row kept: a later sitting without run folders trains nothing
+        return {row: found[row] for row in ["base", *settings.variants] if row in found}
     prepare_models(demo, clock, with_sugar=not tag and "sugar" in pending)
     base = demo.out / "base" / "model"
     for row in pending:
@@ -446,7 +447,8 @@ def write_results(
                 cell = summary[row].get(metric)
                 cells.append("" if cell is None else f"{100 * cell['mean']:.1f} +- {100 * cell['std']:.1f}")
             if any(cells):
-                lines.append(f"| {row} | " + " | ".join(cells) + " |")
+                seeds = max(len(cell["values"]) for cell in summary[row].values())
+                lines.append(f"| {seeds_label(row, seeds, len(settings.seeds))} | " + " | ".join(cells) + " |")
     lines += ["", "![ablation](ablation.png)", ""]
     if video_results is not None:
         name = video_results.name
@@ -513,6 +515,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), metavar="NAME")
     parser.add_argument("--scale", default="default", choices=["small", "default"], help="world size of every seed")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument(
+        "--kept-only", action="store_true",
+        help="write the tables from the rows finished so far and train nothing (a study between sittings; "
+        "a row some seeds lack is averaged over those that have it and labelled so)",
+    )
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="TrainConfig overrides for every stage")
     parser.set_defaults(func=_run)
 
@@ -546,6 +553,7 @@ def _run(args: Any) -> int:
         scale=args.scale,
         overrides=list(args.overrides),
         progress=not args.no_progress,
+        kept_only=args.kept_only,
         command="sugar " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["ablate"] else "sugar ablate",
     )
     print(f"results: {run_ablation(settings)}")

@@ -73,6 +73,11 @@ def mean_std(values: list[float]) -> MeanStd:
     return MeanStd(mean, std, list(values))
 
 
+def seeds_label(row: str, seeds: int, total: int) -> str:
+    """A row some seeds still lack says so in every table."""
+    return row if seeds >= total else f"{row} ({seeds} of {total} seeds)"
+
+
 def dig(tree: dict[str, Any], dotted: str) -> float | None:
     return value_at(tree, tuple(dotted.split(".")))
 
