@@ -28,7 +28,9 @@ def model_results(
         "captions": {"cider": 0.3},
         "clips": {
             "t2v": {"r@5": 0.4}, "v2t": {"r@5": 0.5}, "grounding": {"accuracy": ground, "mean_iou": ground - 0.2},
-            "teacher": {"t2v": {"r@5": 0.45}, "v2t": {"r@5": 0.6}, "grounding": {"accuracy": 0.9, "mean_iou": 0.7}},
+            "localisation": {"accuracy": ground - 0.3, "chance": 0.3},
+            "teacher": {"t2v": {"r@5": 0.45}, "v2t": {"r@5": 0.6}, "grounding": {"accuracy": 0.9, "mean_iou": 0.7},
+                        "localisation": {"accuracy": 0.55, "chance": 0.3}},
             "uniform_grounding": {"accuracy": 0.5, "mean_iou": 0.4},
             "sampling": {"clip_frames": 16, "frame_stride": 1},
         },
@@ -135,9 +137,11 @@ def test_video_results_read_the_clips_rows_per_seed(tmp_path: Path) -> None:
     assert record["summary"]["no_gak"]["ground acc"]["mean"] == pytest.approx(0.6)
     assert record["summary"]["teacher"]["T->V R@5"]["mean"] == pytest.approx(0.45)
     assert record["summary"]["equal split"]["ground acc"]["mean"] == pytest.approx(0.5)
+    assert record["summary"]["equal split"]["localise acc"]["mean"] == pytest.approx(0.3)  # chance
+    assert record["summary"]["no_gak"]["localise acc"]["mean"] == pytest.approx(0.3)
     assert "T->V R@1" not in record["summary"]["sugar"]  # not measured: left out, never zero
     text = path.read_text()
-    assert "| sugar | 0 | 40.0 | 50.0 | 80.0 | 60.0 |" in text and "16 frames (stride 1)" in text
+    assert "| sugar | 0 | 40.0 | 50.0 | 80.0 | 60.0 | 50.0 |" in text and "16 frames (stride 1)" in text
     for results in per_seed.values():
         for row in results.values():
             row.pop("clips", None)

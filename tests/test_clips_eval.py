@@ -15,7 +15,9 @@ import torch
 from sugar.eval.clips import (
     ClipItem,
     grounding_scores,
+    localisation_scores,
     model_slice_embeddings,
+    summarise_localisation,
     summarise_grounding,
     uniform_alignment,
     uniform_grounding,
@@ -58,6 +60,21 @@ def test_grounding_scores_by_hand() -> None:
         grounding_scores([[1.0, 0.0]], [(0, 0), (0, 0), (0, 0)])
     with pytest.raises(ValueError, match="does not fit 2 frames"):
         grounding_scores([[1.0], [1.0]], [(0, 2)])
+
+
+def test_localisation_by_hand() -> None:
+    """Each sentence picks its nearest frame by cosine; no order, no alignment path."""
+    frames = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8], [0.8, 0.6]])
+    sentences = torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.7071, 0.7071]])
+    # nearest frames: 1, 0, then 2 and 3 tie at 0.9899 -> the earlier, 2
+    scores = localisation_scores(frames, sentences, [(1, 2), (2, 3), None])
+    assert scores == {"hits": [True, False], "chance": [0.5, 0.5]}
+    scores = localisation_scores(frames, sentences, [(0, 0), (0, 0), (2, 2)])
+    assert scores["hits"] == [False, True, True] and scores["chance"] == [0.25, 0.25, 0.25]
+    total = summarise_localisation([scores, {"hits": [False], "chance": [1.0]}])
+    assert total == {"accuracy": 0.5, "chance": pytest.approx(0.4375), "sentences": 4}
+    with pytest.raises(ValueError, match="sentences=2"):
+        localisation_scores(frames, sentences, [(0, 0), (1, 1)])
 
 
 def test_uniform_alignment_is_the_equal_split() -> None:
@@ -124,6 +141,10 @@ def test_clips_benchmark_end_to_end(setup: dict[str, Any]) -> None:
         grounding = encoder["grounding"]
         assert grounding["sentences"] == sentences and grounding["skipped_sentences"] == 0
         assert in_unit(grounding["accuracy"]) and in_unit(grounding["mean_iou"])
+        localisation = encoder["localisation"]
+        assert localisation["sentences"] == sentences and in_unit(localisation["accuracy"])
+        assert 0 < localisation["chance"] < 1
+    assert clips["localisation"]["chance"] == clips["teacher"]["localisation"]["chance"]
     assert in_unit(clips["uniform_grounding"]["mean_iou"])
     example = clips["example"]
     assert len(example["sentences"]) >= 3 and set(example["alignment"]) == {"model", "teacher"}
@@ -140,6 +161,7 @@ def test_clips_benchmark_end_to_end(setup: dict[str, Any]) -> None:
     report = write_results(results, setup["root"] / "out", command="sugar eval --bench clips")
     text = report.read_text()
     assert "## Clips: text-video retrieval and temporal grounding" in text and "| equal split (order only) |" in text
+    assert "| localisation |" in text and "(chance) |" in text
     assert "clip_alignment.png" in text and (report.parent / "clip_alignment.png").stat().st_size > 1000
 
     # the world's YouCook2 file through --data gives the same numbers

@@ -79,10 +79,11 @@ METRICS: dict[str, tuple[str, ...]] = {
     "V->T R@5": ("clips", "v2t", "r@5"),
     "Ground acc": ("clips", "grounding", "accuracy"),
     "Ground IoU": ("clips", "grounding", "mean_iou"),
+    "Localise acc": ("clips", "localisation", "accuracy"),
 }
 TEACHER_METRICS = (
     "T->I R@5", "I->T R@5", "VIST R@5", "Wino text", "Wino image", "Wino group", "MMVP avg",
-    *(f"MMVP {p}" for p in MMVP_PATTERNS), "T->V R@5", "V->T R@5", "Ground acc", "Ground IoU",
+    *(f"MMVP {p}" for p in MMVP_PATTERNS), "T->V R@5", "V->T R@5", "Ground acc", "Ground IoU", "Localise acc",
 )
 
 
@@ -430,12 +431,13 @@ def write_results(
         "base row carries its seed's world, teachers, projector alignment and base training). WebQA spread: the best",
         "position's accuracy minus the worst's (0 is a flat position curve). CIDEr-D x 100. Clips: text->video",
         "and video->text R@5 over the test clips; grounding: the frame each narration sentence aligns to most lies",
-        "in its span (accuracy), and the mean IoU of the aligned spans.",
+        "in its span (accuracy), and the mean IoU of the aligned spans; localisation: each sentence alone finds the",
+        "nearest frame alone, no alignment (an order-free probe; details in the video results).",
     ]
     # three tables: embeddings, generation and RAG, MMVP and WebQA
     embedding = [c for c in columns if c.split()[0] in ("T->I", "I->T", "VIST", "Wino")]
     probes = [c for c in columns if c.startswith(("MMVP", "WebQA"))]
-    video = [c for c in columns if c.startswith(("T->V", "V->T", "Ground"))]
+    video = [c for c in columns if c.startswith(("T->V", "V->T", "Ground", "Localise"))]
     generation = [c for c in columns if c not in (*embedding, *probes, *video)]
     for group in (embedding, generation, probes, video):
         lines += ["", "| row | " + " | ".join(group) + " |", "|---|" + "---|" * len(group)]

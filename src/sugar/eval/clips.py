@@ -13,6 +13,13 @@ for every (frame, sentence), the probability that an alignment path passes throu
   column (each frame goes to the sentence it aligns to most), scored by intersection over union
   with the gold frames.
 
+Both ride on the monotone alignment path, which gets much of the way on order alone (below). An
+order-free probe sits beside them:
+
+- **localisation**: each sentence, embedded on its own, picks the frame, embedded on its own,
+  nearest to it (cosine, the retrieval space); a hit when that frame lies in the sentence's span.
+  Its chance level (the mean share of the clip a span covers) is reported with it.
+
 Ties go to the earliest frame or sentence. Sentences with no sampled frame in their gold span
 (possible after subsampling) are left out and counted. `uniform_alignment`, the clip cut into
 equal runs in sentence order, is the baseline that knows nothing but the order: monotone
@@ -122,6 +129,33 @@ def summarise_grounding(per_clip: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def localisation_scores(frames: Tensor, sentences: Tensor, spans: Sequence[Span]) -> dict[str, Any]:
+    """Order-free grounding of one clip: (frames, d) and (sentences, d) unit vectors, each slice
+    embedded alone; {"hits": [bool], "chance": [float]} over the sentences with a gold span."""
+    if frames.dim() != 2 or sentences.dim() != 2 or sentences.shape[0] != len(spans):
+        raise ValueError(f"expected (frames, d) and (sentences={len(spans)}, d), got {tuple(frames.shape)} and {tuple(sentences.shape)}")
+    similarity = (sentences.double() @ frames.double().T).tolist()
+    hits: list[bool] = []
+    chance: list[float] = []
+    for j, span in enumerate(spans):
+        if span is None:
+            continue
+        first, last = span
+        hits.append(first <= _first_argmax(similarity[j]) <= last)
+        chance.append((last - first + 1) / frames.shape[0])
+    return {"hits": hits, "chance": chance}
+
+
+def summarise_localisation(per_clip: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    hits = [h for clip in per_clip for h in clip["hits"]]
+    chance = [c for clip in per_clip for c in clip["chance"]]
+    return {
+        "accuracy": sum(hits) / len(hits) if hits else 0.0,
+        "chance": sum(chance) / len(chance) if chance else 0.0,
+        "sentences": len(hits),
+    }
+
+
 def uniform_alignment(frames: int, sentences: int) -> Tensor:
     """(frames, sentences) 0/1 matrix: frame i belongs to sentence floor(i * sentences / frames)."""
     if frames < 1 or sentences < 1:
@@ -174,6 +208,8 @@ class ClipFeatures:
     sentence_features: list[Tensor]  # per clip (sentences, D)
     kernel: Any  # a sugar.kernels LocalKernel
     uses_modality: bool
+    frame_vectors: list[Tensor] | None = None  # per clip (frames, d): each frame embedded alone, unit
+    sentence_vectors: list[Tensor] | None = None  # per clip (sentences, d): each sentence alone, unit
 
 
 def _text_documents(items: Sequence[ClipItem]) -> tuple[list[list[Any]], list[int]]:
@@ -197,7 +233,27 @@ def model_features(model: Any, items: Sequence[ClipItem], batch_size: int = 8) -
         texts = torch.stack([n[-1] for n in narrations])
     else:
         texts = torch.stack([e[-1] for e in model_slice_embeddings(model, documents, batch_size)])
-    return ClipFeatures(torch.stack([c[-1] for c in clips]), texts, owner, clips, narrations, SquaredEuclidean(), False)
+    alone_frames = _per_clip(
+        [e[-1] for e in model_slice_embeddings(model, [[f.load()] for item in items for f in item.frames], batch_size)],
+        [len(item.frames) for item in items],
+    )
+    alone_sentences = _per_clip(
+        [e[-1] for e in model_slice_embeddings(model, [[s] for item in items for s in item.sentences], batch_size)],
+        [len(item.sentences) for item in items],
+    )
+    return ClipFeatures(
+        torch.stack([c[-1] for c in clips]), texts, owner, clips, narrations, SquaredEuclidean(), False,
+        alone_frames, alone_sentences,
+    )
+
+
+def _per_clip(vectors: Sequence[Tensor], counts: Sequence[int]) -> list[Tensor]:
+    """Flat per-slice vectors back into one normalised (slices, d) block per clip."""
+    out, offset = [], 0
+    for count in counts:
+        out.append(torch.nn.functional.normalize(torch.stack(list(vectors[offset : offset + count])).float(), dim=-1))
+        offset += count
+    return out
 
 
 def teacher_features(suite: Any, items: Sequence[ClipItem]) -> ClipFeatures:
@@ -212,7 +268,14 @@ def teacher_features(suite: Any, items: Sequence[ClipItem]) -> ClipFeatures:
     texts = encoder.encode_documents(list(documents))
     frames = [suite.slice_features(f) for f in frame_lists]
     sentences = [suite.slice_features(item.sentences) for item in items]
-    return ClipFeatures(videos, texts, owner, frames, sentences, suite.kernel, True)
+    flat_frames = [[f] for clip in frame_lists for f in clip]
+    alone_frames = torch.cat([encoder.encode_documents(flat_frames[k : k + 64]) for k in range(0, len(flat_frames), 64)])
+    alone_sentences = encoder.encode_documents([[s] for item in items for s in item.sentences])
+    return ClipFeatures(
+        videos, texts, owner, frames, sentences, suite.kernel, True,
+        _per_clip(list(alone_frames), [len(f) for f in frame_lists]),
+        _per_clip(list(alone_sentences), [len(item.sentences) for item in items]),
+    )
 
 
 # ----------------------------------------------------------------------------- the benchmark
@@ -255,6 +318,10 @@ def evaluate_clips(
         per_clip = [grounding_scores(matrices[k], items[k].spans) for k in narrated]
         result["grounding"] = summarise_grounding(per_clip)
         result["alignments"] = {items[k].id: matrices[k] for k in narrated}
+        if features.frame_vectors is not None and features.sentence_vectors is not None:
+            result["localisation"] = summarise_localisation(
+                [localisation_scores(features.frame_vectors[k], features.sentence_vectors[k], items[k].spans) for k in narrated]
+            )
     return result
 
 

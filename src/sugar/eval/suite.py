@@ -742,19 +742,25 @@ def _markdown_clips(result: dict[str, Any]) -> list[str]:
         f"{result['clips']} clips, {result['frames']} frames ({frames} per clip, every {sampling['frame_stride']}. frame); "
         "a clip is its frames as image slices, a narration its sentences as text slices. Grounding: the frame each "
         "sentence aligns to most lies in its gold span (accuracy), and the IoU of the frames aligned to it most with "
-        "the gold frames.",
+        "the gold frames. Localisation (no alignment, no order): each sentence alone picks the nearest frame alone.",
         "",
-        "| encoder | T->V R@1 | T->V R@5 | T->V R@10 | V->T R@1 | V->T R@5 | V->T R@10 | grounding acc | mean IoU |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| encoder | T->V R@1 | T->V R@5 | T->V R@10 | V->T R@1 | V->T R@5 | V->T R@10 | grounding acc | mean IoU | localisation |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    chance = None
     for name, r in _encoders_of(result):
         grounding = r.get("grounding") or {}
+        localisation = r.get("localisation") or {}
+        chance = localisation.get("chance", chance)
         cells = _recall_cells(r.get("t2v")) + _recall_cells(r.get("v2t"))
-        cells += [_pct(grounding.get("accuracy")), _pct(grounding.get("mean_iou"))]
+        cells += [_pct(grounding.get("accuracy")), _pct(grounding.get("mean_iou")), _pct(localisation.get("accuracy"))]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if "uniform_grounding" in result:
         u = result["uniform_grounding"]
-        lines.append("| equal split (order only) | - | - | - | - | - | - | " + f"{_pct(u['accuracy'])} | {_pct(u['mean_iou'])} |")
+        lines.append(
+            "| equal split (order only) | - | - | - | - | - | - | "
+            + f"{_pct(u['accuracy'])} | {_pct(u['mean_iou'])} | {_pct(chance)} (chance) |"
+        )
         lines += ["", f"Grounding over {u['sentences']} sentences ({u['skipped_sentences']} without a sampled frame left out)."]
     return lines
 
