@@ -243,3 +243,37 @@ def test_kept_only_reports_what_is_finished_and_labels_rows_some_seeds_lack(
     text = path.read_text()
     assert "| no_gak (1 of 2 seeds) |" in text and "| sugar | 21.0 +- 1.4 |" in text
     assert "| no_gak (1 of 2 seeds) |" in (results / "video.md").read_text()
+
+
+def test_rescore_runs_a_changed_benchmark_on_the_finished_rows_models_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sugar.ablate as ablate
+    import sugar.checks as checks
+    import sugar.demo as demo
+
+    monkeypatch.setattr(demo, "prepare_models", lambda *args, with_sugar=True: None)
+    monkeypatch.setattr(demo, "train_stage", lambda settings, stage, extra, folder=None: settings.out / (folder or stage) / "model")
+    calls: list[tuple[str, tuple[str, ...]]] = []
+
+    def fake_evaluate(model_dir: Path, demo_settings: Any, limits: dict[str, Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+        calls.append((model_dir.parent.name, tuple(limits)))
+        return {bench: {"round": len(calls)} for bench in limits}
+
+    monkeypatch.setattr(ablate, "evaluate_variant", fake_evaluate)
+    settings = AblationSettings(out=tmp_path / "runs", results=tmp_path / "results", variants=["no_gak"], progress=False)
+    first = ablate.run_seed(settings, 0)
+    assert [name for name, _ in calls] == ["base", "sugar-no_gak"] and first["no_gak"]["retrieval"] == {"round": 2}
+
+    rescore = AblationSettings(**{**vars(settings), "rescore": ("clips",)})
+    with pytest.raises(UsageError, match="row base has no model at .*cannot be scored again without training"):
+        ablate.run_seed(rescore, 0)
+    for folder in ("base", "sugar-no_gak"):
+        (tmp_path / "runs" / "seed0" / folder / "model").mkdir(parents=True)
+    monkeypatch.setattr(checks, "check_model_dir", lambda path, argument="--model": Path(path))
+    again = ablate.run_seed(rescore, 0)
+    assert calls[2:] == [("base", ("clips",)), ("sugar-no_gak", ("clips",))]  # no training, one bench each
+    assert again["no_gak"]["clips"] == {"round": 4} and again["no_gak"]["retrieval"] == {"round": 2}
+    kept = json.loads(ablate.kept_row_path(settings, 0, "no_gak").read_text())
+    assert kept["clips"] == {"round": 4} and kept["retrieval"] == {"round": 2} and kept["recipe"]["variant"]
+    assert ablate.run_seed(settings, 0)["no_gak"]["clips"] == {"round": 4} and len(calls) == 4  # kept as rescored

@@ -101,6 +101,7 @@ class AblationSettings:
     progress: bool = True
     command: str = ""
     kept_only: bool = False  # write the tables from the rows finished so far; train nothing
+    rescore: tuple[str, ...] = ()  # benchmarks to run again on every finished row's model (a changed bench)
 
 
 def _dig(results: dict[str, Any], path: tuple[str, ...]) -> float | None:
@@ -193,6 +194,8 @@ def run_seed(settings: AblationSettings, seed: int) -> dict[str, dict[str, Any]]
             found[row] = reused
         else:
             pending.append(row)
+    for row in (r for r in found if settings.rescore):
+        found[row] = rescore_row(settings, demo, seed, row, found[row], tag)
     if not pending or settings.kept_only:  # every row kept: a later sitting without run folders trains nothing
         return {row: found[row] for row in ["base", *settings.variants] if row in found}
     prepare_models(demo, clock, with_sugar=not tag and "sugar" in pending)
@@ -212,6 +215,30 @@ def run_seed(settings: AblationSettings, seed: int) -> dict[str, dict[str, Any]]
         atomic_write_text(demo.out / f"ablation{tag}" / f"{row}.json", json.dumps(found[row], indent=2))
         keep_scores(kept_row_path(settings, seed, row), found[row], row_recipe(settings, seed, row))
     return {row: found[row] for row in ["base", *settings.variants]}
+
+
+def rescore_row(
+    settings: AblationSettings, demo: Any, seed: int, row: str, scores: dict[str, Any], tag: str
+) -> dict[str, Any]:
+    """Run `settings.rescore` again on a finished row's own model and merge the fresh results in
+    (a benchmark that gained a measure; the training is not repeated)."""
+    from sugar.checks import check_model_dir
+
+    model_dir = demo.out / ("base" if row == "base" else row_folder(row, tag)) / "model"
+    if not model_dir.is_dir():
+        raise UsageError(
+            f"--rescore: seed {seed} row {row} has no model at {model_dir}, so it cannot be scored again without "
+            f"training it again (delete {kept_row_path(settings, seed, row)} to retrain it, or leave the seed out)"
+        )
+    check_model_dir(model_dir, f"--rescore (seed {seed} row {row})")
+    started = time.perf_counter()
+    limits = {bench: settings.limits[bench] for bench in settings.rescore}
+    fresh = evaluate_variant(model_dir, demo, limits, settings.progress, with_teacher=row == "sugar")
+    seconds = float(scores.get("evaluation_seconds", 0.0)) + time.perf_counter() - started
+    merged = {**scores, **fresh, "evaluation_seconds": round(seconds, 1)}
+    atomic_write_text(demo.out / f"ablation{tag}" / f"{row}.json", json.dumps(merged, indent=2))
+    keep_scores(kept_row_path(settings, seed, row), merged, row_recipe(settings, seed, row))
+    return merged
 
 
 def kept_row_path(settings: AblationSettings, seed: int, row: str) -> Path:
@@ -522,6 +549,11 @@ def register(subparsers: Any) -> None:
         help="write the tables from the rows finished so far and train nothing (a study between sittings; "
         "a row some seeds lack is averaged over those that have it and labelled so)",
     )
+    parser.add_argument(
+        "--rescore", nargs="+", default=[], choices=list(BENCH_LIMITS), metavar="BENCH",
+        help="run these benchmarks again on every finished row's model (kept in OUT) and update its scores; "
+        f"one of {', '.join(BENCH_LIMITS)}",
+    )
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="TrainConfig overrides for every stage")
     parser.set_defaults(func=_run)
 
@@ -556,6 +588,7 @@ def _run(args: Any) -> int:
         overrides=list(args.overrides),
         progress=not args.no_progress,
         kept_only=args.kept_only,
+        rescore=tuple(args.rescore),
         command="sugar " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["ablate"] else "sugar ablate",
     )
     print(f"results: {run_ablation(settings)}")
