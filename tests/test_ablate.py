@@ -243,6 +243,14 @@ def test_kept_only_reports_what_is_finished_and_labels_rows_some_seeds_lack(
     text = path.read_text()
     assert "| no_gak (1 of 2 seeds) |" in text and "| sugar | 21.0 +- 1.4 |" in text
     assert "| no_gak (1 of 2 seeds) |" in (results / "video.md").read_text()
+    # a measure only some of a row's seeds have (a benchmark rescored on one seed) says how many
+    kept = ablate.kept_row_path(settings, 1, "sugar")
+    record = json.loads(kept.read_text())
+    del record["clips"]["localisation"]
+    kept.write_text(json.dumps(record))
+    text = run_ablation(settings).read_text()
+    assert "| sugar | " in text and "50.0 +- 0.0 (n=1) |" in text
+    assert "50.0 +- 0.0 (n=1) |" in (results / "video.md").read_text()
 
 
 def test_rescore_runs_a_changed_benchmark_on_the_finished_rows_models_only(

@@ -25,7 +25,7 @@ from typing import Any
 from sugar.checks import UsageError
 from sugar.fileio import atomic_write_bytes, atomic_write_text
 from sugar.kept import keep_scores, kept_scores
-from sugar.seeds import mean_std, seeds_label
+from sugar.seeds import cell_text, mean_std, seeds_label
 from sugar.video_results import write_video_results
 
 # variant -> TrainConfig overrides of the sugar stage ("base" is the base model itself)
@@ -471,12 +471,9 @@ def write_results(
         for row in (*ROWS, "teacher"):
             if row not in summary:
                 continue
-            cells = []
-            for metric in group:
-                cell = summary[row].get(metric)
-                cells.append("" if cell is None else f"{100 * cell['mean']:.1f} +- {100 * cell['std']:.1f}")
+            seeds = max(len(cell["values"]) for cell in summary[row].values())
+            cells = [cell_text(summary[row].get(metric), seeds) for metric in group]
             if any(cells):
-                seeds = max(len(cell["values"]) for cell in summary[row].values())
                 lines.append(f"| {seeds_label(row, seeds, len(settings.seeds))} | " + " | ".join(cells) + " |")
     lines += ["", "![ablation](ablation.png)", ""]
     if video_results is not None:

@@ -78,6 +78,14 @@ def seeds_label(row: str, seeds: int, total: int) -> str:
     return row if seeds >= total else f"{row} ({seeds} of {total} seeds)"
 
 
+def cell_text(cell: dict[str, Any] | None, seeds: int) -> str:
+    """'mean +- std' in %, and how many seeds when fewer than the row's measured it."""
+    if cell is None:
+        return ""
+    text = f"{100 * cell['mean']:.1f} +- {100 * cell['std']:.1f}"
+    return text if len(cell["values"]) >= seeds else f"{text} (n={len(cell['values'])})"
+
+
 def dig(tree: dict[str, Any], dotted: str) -> float | None:
     return value_at(tree, tuple(dotted.split(".")))
 

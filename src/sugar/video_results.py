@@ -14,7 +14,7 @@ from typing import Any
 
 from sugar.curve import value_at
 from sugar.fileio import atomic_write_text
-from sugar.seeds import mean_std, seeds_label
+from sugar.seeds import cell_text, mean_std, seeds_label
 
 VIDEO_ROWS = ("base", "sugar", "no_gak", "no_triple", "last_token", "ld_only", "mse", "paper")
 COLUMNS: dict[str, tuple[str, ...]] = {
@@ -87,7 +87,7 @@ def write_video_results(per_seed: dict[int, dict[str, dict[str, Any]]], command:
     ]
     seeds_in_all = len({seed for seeds in rows.values() for seed in seeds})
     for row, cells in summary.items():
-        text = [f"{100 * cells[c]['mean']:.1f} +- {100 * cells[c]['std']:.1f}" if c in cells else "" for c in COLUMNS]
+        text = [cell_text(cells.get(c), len(rows[row])) for c in COLUMNS]
         label = row if row == "equal split" else seeds_label(row, len(rows[row]), seeds_in_all)
         lines.append(f"| {label} | " + " | ".join(text) + " |")
     shown = ("T->V R@5", "V->T R@5", "ground acc", "ground IoU", "localise acc")
