@@ -194,8 +194,8 @@ def run_seed(settings: AblationSettings, seed: int) -> dict[str, dict[str, Any]]
             found[row] = reused
         else:
             pending.append(row)
-    for row in (r for r in found if settings.rescore):
-        found[row] = rescore_row(settings, demo, seed, row, found[row], tag)
+    if settings.rescore:
+        found = {row: rescore_row(settings, demo, seed, row, scores, tag) for row, scores in found.items()}
     if not pending or settings.kept_only:  # every row kept: a later sitting without run folders trains nothing
         return {row: found[row] for row in ["base", *settings.variants] if row in found}
     prepare_models(demo, clock, with_sugar=not tag and "sugar" in pending)

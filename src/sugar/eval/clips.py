@@ -116,14 +116,18 @@ def grounding_scores(alignment: Tensor | Sequence[Sequence[float]], spans: Seque
     return {"hits": hits, "ious": ious, "predicted": predicted, "skipped": skipped}
 
 
+def _pooled_mean(per_clip: Sequence[dict[str, Any]], key: str) -> float:
+    """The mean of `key` over every scored sentence of every clip (0 when none)."""
+    values = [v for clip in per_clip for v in clip[key]]
+    return sum(values) / len(values) if values else 0.0
+
+
 def summarise_grounding(per_clip: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Accuracy and mean IoU over every scored sentence of every clip."""
-    hits = [h for clip in per_clip for h in clip["hits"]]
-    ious = [v for clip in per_clip for v in clip["ious"]]
     return {
-        "accuracy": sum(hits) / len(hits) if hits else 0.0,
-        "mean_iou": sum(ious) / len(ious) if ious else 0.0,
-        "sentences": len(hits),
+        "accuracy": _pooled_mean(per_clip, "hits"),
+        "mean_iou": _pooled_mean(per_clip, "ious"),
+        "sentences": sum(len(clip["hits"]) for clip in per_clip),
         "skipped_sentences": sum(clip["skipped"] for clip in per_clip),
         "clips": len(per_clip),
     }
@@ -147,12 +151,10 @@ def localisation_scores(frames: Tensor, sentences: Tensor, spans: Sequence[Span]
 
 
 def summarise_localisation(per_clip: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    hits = [h for clip in per_clip for h in clip["hits"]]
-    chance = [c for clip in per_clip for c in clip["chance"]]
     return {
-        "accuracy": sum(hits) / len(hits) if hits else 0.0,
-        "chance": sum(chance) / len(chance) if chance else 0.0,
-        "sentences": len(hits),
+        "accuracy": _pooled_mean(per_clip, "hits"),
+        "chance": _pooled_mean(per_clip, "chance"),
+        "sentences": sum(len(clip["hits"]) for clip in per_clip),
     }
 
 
