@@ -285,3 +285,39 @@ def test_rescore_runs_a_changed_benchmark_on_the_finished_rows_models_only(
     kept = json.loads(ablate.kept_row_path(settings, 0, "no_gak").read_text())
     assert kept["clips"] == {"round": 4} and kept["retrieval"] == {"round": 2} and kept["recipe"]["variant"]
     assert ablate.run_seed(settings, 0)["no_gak"]["clips"] == {"round": 4} and len(calls) == 4  # kept as rescored
+
+
+def test_a_field_only_the_kept_copy_holds_survives_a_rescore(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sugar.ablate as ablate
+    import sugar.checks as checks
+    import sugar.demo as demo
+
+    monkeypatch.setattr(demo, "prepare_models", lambda *args, with_sugar=True: None)
+    monkeypatch.setattr(demo, "train_stage", lambda settings, stage, extra, folder=None: settings.out / (folder or stage) / "model")
+    monkeypatch.setattr(checks, "check_model_dir", lambda path, argument="--model": Path(path))
+    calls: list[str] = []
+
+    def fake_evaluate(model_dir: Path, demo_settings: Any, limits: dict[str, Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+        calls.append(model_dir.parent.name)
+        return {bench: {"round": len(calls)} for bench in limits}
+
+    monkeypatch.setattr(ablate, "evaluate_variant", fake_evaluate)
+    settings = AblationSettings(out=tmp_path / "runs", results=tmp_path / "results", variants=["no_gak"], progress=False)
+    ablate.run_seed(settings, 0)
+    # a run folder written before rows carried their training time; the kept copy was backfilled
+    out_row = tmp_path / "runs" / "seed0" / "ablation" / "no_gak.json"
+    record = json.loads(out_row.read_text())
+    del record["training_seconds"]
+    out_row.write_text(json.dumps(record))
+    kept_path = ablate.kept_row_path(settings, 0, "no_gak")
+    kept = json.loads(kept_path.read_text())
+    kept["training_seconds"] = 5487.0
+    kept_path.write_text(json.dumps(kept))
+    for folder in ("base", "sugar-no_gak"):
+        (tmp_path / "runs" / "seed0" / folder / "model").mkdir(parents=True)
+    rescore = AblationSettings(**{**vars(settings), "rescore": ("clips",)})
+    again = ablate.run_seed(rescore, 0)
+    assert again["no_gak"]["training_seconds"] == 5487.0 and again["no_gak"]["clips"] == {"round": 4}
+    kept = json.loads(kept_path.read_text())
+    assert kept["training_seconds"] == 5487.0 and kept["clips"] == {"round": 4}
+    assert json.loads(out_row.read_text())["training_seconds"] == 5487.0

@@ -187,8 +187,10 @@ def run_seed(settings: AblationSettings, seed: int) -> dict[str, dict[str, Any]]
         kept = kept_row_path(settings, seed, row)
         recipe = row_recipe(settings, seed, row)
         if path.is_file():
-            found[row] = json.loads(path.read_text())
-            if not kept.is_file():
+            # the run folder's scores win; the kept copy adds what only it holds (a backfilled field)
+            held = kept_scores(kept, recipe)
+            found[row] = {**(held or {}), **json.loads(path.read_text())}
+            if not kept.is_file() or (held is not None and held != found[row]):
                 keep_scores(kept, found[row], recipe)
         elif (reused := kept_scores(kept, recipe)) is not None:
             found[row] = reused
