@@ -88,6 +88,23 @@ def test_claims_are_read_from_the_means() -> None:
     assert dict((c[:3], v) for c, v, _ in claims(summarise({0: worse})))["(7)"] == "does not hold"
 
 
+def test_a_row_that_lacks_a_seed_is_compared_on_the_seeds_it_has() -> None:
+    first, second = seed_results(0.0), seed_results(0.0)
+    second["sugar"]["interleaved"]["captions_and_images"]["r@5"] = 0.10  # a poor seed 1 for sugar ...
+    del second["no_gak"]  # ... which no_gak has not run yet
+    evidence = {c[:3]: (v, e) for c, v, e in claims(summarise({0: first, 1: second}))}
+    # sugar's mean over both seeds (20.0) against no_gak's seed 0 would halve the drop, inside sugar's spread
+    verdict, text = evidence["(2)"]
+    assert "no_gak +20.0 (on seeds 0, which both rows have)" in text and verdict == "holds"
+    verdict10, text10 = evidence["(10"]
+    assert "sugar 80.0 vs no_gak 60.0 (on seeds 0, which both rows have)" in text10
+    assert "which both rows have" not in evidence["(1)"][1]  # sugar and base share every seed
+    lone = {0: {"base": first["base"]}, 1: {"base": second["base"], "sugar": second["sugar"]}}
+    assert dict((c[:3], v) for c, v, _ in claims(summarise(lone)))["(1)"] != "n/a"  # seed 1 shared
+    del lone[1]["base"]
+    assert dict((c[:3], v) for c, v, _ in claims(summarise(lone)))["(1)"] == "n/a"  # no seed in common
+
+
 def checked_claims() -> list[str]:
     return [claim for claim, _, _ in claims(summarise({0: seed_results(0.0)}))]
 

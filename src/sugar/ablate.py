@@ -268,22 +268,23 @@ def row_recipe(settings: AblationSettings, seed: int, row: str) -> dict[str, Any
 
 def summarise(per_seed: dict[int, dict[str, dict[str, Any]]]) -> dict[str, dict[str, dict[str, Any]]]:
     """{row: {metric: {mean, std, values}}} over seeds; the teacher row from the sugar runs."""
-    rows: dict[str, list[dict[str, Any]]] = {}
-    for results in per_seed.values():
+    rows: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+    for seed, results in per_seed.items():
         for row, value in results.items():
-            rows.setdefault(row, []).append(value)
+            rows.setdefault(row, []).append((seed, value))
         if "sugar" in results:
-            rows.setdefault("teacher", []).append(teacher_results(results["sugar"]))
+            rows.setdefault("teacher", []).append((seed, teacher_results(results["sugar"])))
     summary: dict[str, dict[str, dict[str, Any]]] = {}
     for row, seed_results in rows.items():
         summary[row] = {}
         for metric, path in METRICS.items():
             if row == "teacher" and metric not in TEACHER_METRICS:
                 continue
-            values = [v for v in (_dig(r, path) for r in seed_results) if v is not None]
-            if not values:
+            measured = [(seed, v) for seed, v in ((seed, _dig(r, path)) for seed, r in seed_results) if v is not None]
+            if not measured:
                 continue
-            summary[row][metric] = vars(mean_std(values))
+            # the seeds beside the values, so a claim compares two rows on the seeds both have
+            summary[row][metric] = {**vars(mean_std([v for _, v in measured])), "seeds": [seed for seed, _ in measured]}
     return summary
 
 
@@ -304,6 +305,26 @@ def _std(summary: dict[str, Any], row: str, metric: str) -> float:
     return 0.0 if cell is None else cell["std"]
 
 
+def _paired(summary: dict[str, Any], a: str, b: str, metric: str) -> tuple[float, float, float, list[int] | None] | None:
+    """Means of rows a and b over the seeds both measured, and the noise (the sum of their std):
+    (mean a, mean b, noise, the shared seeds where either row has more), None without a shared seed.
+
+    A row that still lacks a seed is compared on the seeds it has, never against means over others."""
+    cells = [summary.get(row, {}).get(metric) for row in (a, b)]
+    if cells[0] is None or cells[1] is None:
+        return None
+    shared = sorted(set(cells[0]["seeds"]) & set(cells[1]["seeds"]))
+    if not shared:
+        return None
+    stats = [mean_std([v for seed, v in zip(cell["seeds"], cell["values"]) if seed in shared]) for cell in cells]
+    restricted = None if all(len(cell["seeds"]) == len(shared) for cell in cells) else shared
+    return stats[0].mean, stats[1].mean, stats[0].std + stats[1].std, restricted
+
+
+def _on_seeds(shared: list[int] | None) -> str:
+    return "" if shared is None else f" (on seeds {', '.join(map(str, shared))}, which both rows have)"
+
+
 def _gain_verdict(gain: float, noise: float) -> str:
     """A gain counts only beyond the seeds' spread (the sum of the two rows' std)."""
     if gain > noise:
@@ -320,11 +341,11 @@ def claims(summary: dict[str, dict[str, dict[str, Any]]]) -> list[tuple[str, str
     out: list[tuple[str, str, str]] = []
 
     def compare(a: str, b: str, metric: str) -> tuple[str, str]:
-        x, y = _mean(summary, a, metric), _mean(summary, b, metric)
-        text = f"{metric}: {a} {_pct(x)} vs {b} {_pct(y)}"
-        if x is None or y is None:
-            return "n/a", text
-        return _gain_verdict(x - y, _std(summary, a, metric) + _std(summary, b, metric)), text
+        pair = _paired(summary, a, b, metric)
+        if pair is None:
+            return "n/a", f"{metric}: {a} {_pct(_mean(summary, a, metric))} vs {b} {_pct(_mean(summary, b, metric))}"
+        x, y, noise, shared = pair
+        return _gain_verdict(x - y, noise), f"{metric}: {a} {_pct(x)} vs {b} {_pct(y)}{_on_seeds(shared)}"
 
     verdict1, text1 = compare("sugar", "base", "Wino group")
     verdict2, text2 = compare("sugar", "base", "VIST R@5")
@@ -334,20 +355,17 @@ def claims(summary: dict[str, dict[str, dict[str, Any]]]) -> list[tuple[str, str
 
     labels = {"no_gak": "GAK", "no_triple": "the Triple Kernel", "last_token": "average pooling"}
     for number, metric, named in ((2, "VIST R@5", "no_gak"), (3, "Wino image", "no_triple"), (4, "T->I R@5", "last_token")):
-        reference = _mean(summary, "sugar", metric)
-        drops = {
-            row: reference - value
-            for row in labels
-            if reference is not None and (value := _mean(summary, row, metric)) is not None
-        }
+        # each drop on the seeds its row shares with sugar
+        pairs = {row: pair for row in labels if (pair := _paired(summary, "sugar", row, metric)) is not None}
+        drops = {row: x - y for row, (x, y, _, _) in pairs.items()}
         claim = f"({number}) removing {labels[named]} hurts {metric} most"
         if named not in drops:
             out.append((claim, "n/a", "n/a"))
             continue
-        text = f"drop of {metric} from sugar ({_pct(reference)}): " + ", ".join(
-            f"{row} {100 * drop:+.1f}" for row, drop in drops.items()
+        text = f"drop of {metric} from sugar ({_pct(_mean(summary, 'sugar', metric))}): " + ", ".join(
+            f"{row} {100 * drop:+.1f}{_on_seeds(pairs[row][3])}" for row, drop in drops.items()
         )
-        noise = _std(summary, "sugar", metric) + _std(summary, named, metric)
+        noise = pairs[named][2]
         verdict = _gain_verdict(drops[named], noise)
         runner_up = max((drop for row, drop in drops.items() if row != named), default=float("-inf"))
         if verdict != FAILS and runner_up >= drops[named]:
