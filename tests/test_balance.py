@@ -17,6 +17,7 @@ def test_settings_are_alphas_then_schedules_at_the_demo_alpha() -> None:
     assert [s.folder for s in study] == ["alpha-0", "alpha-0.3", "cosine-0.25"]
     assert study[1].overrides == ("alpha=0.3",)
     assert study[2].overrides == ("alpha=0.1", "alpha_schedule=cosine", "alpha_warmup=0.25")
+    assert [s.demo for s in study_settings([0.0, 0.1], ["linear:0.3"])] == [False, True, False]
     assert parse_schedule("linear:0") == ("linear", 0.0)
 
 
@@ -80,3 +81,8 @@ def test_finished_settings_are_kept_and_reused_without_their_run_folders(
     assert "| alpha 0.3 | 50.0 |" in text
     run_balance(BalanceSettings(demo=tmp_path / "runs", results=tmp_path / "results", alphas=[0.3], schedules=[], steps=7))
     assert trained[2:] == ["balance/alpha-0.3"]  # another budget: the kept row does not apply
+    # the demo's own alpha at the demo's budget is the demo's sugar stage, not a second training of it
+    run_balance(BalanceSettings(demo=tmp_path / "runs", results=tmp_path / "results", alphas=[0.1], schedules=[]))
+    assert trained[3:] == ["sugar"]
+    run_balance(BalanceSettings(demo=tmp_path / "runs", results=tmp_path / "results", alphas=[0.1], schedules=[], steps=7))
+    assert trained[4:] == ["balance/alpha-0.1"]  # at another budget it is a setting of its own

@@ -6,7 +6,8 @@
 Every setting continues the demo's base model (built first if missing) with the demo's sugar
 recipe and one change: alpha (0 is the generative-only control at the same budget and batch),
 or an alpha schedule that brings L_d in over a warm-up fraction of the steps and ends at the
-demo's alpha (`alpha_schedule`, `alpha_warmup`). Each finished model is scored on val (where a
+demo's alpha (`alpha_schedule`, `alpha_warmup`). The demo's own alpha at the demo's budget is
+the demo's sugar stage (OUT/sugar, trained once for both). Each finished model is scored on val (where a
 setting is chosen) and on test (what is reported): retrieval (T->I R@5, VIST 5c+4i R@5) against
 generation (VQA accuracy, POPE F1, caption BLEU-4 and CIDEr-D against the five references).
 Finished trainings and scores are reused on a re-run, so the study resumes setting by setting;
@@ -49,6 +50,7 @@ class Setting:
     name: str
     folder: str
     overrides: tuple[str, ...]
+    demo: bool = False  # the demo's own sugar recipe (constant alpha at the demo's value)
 
 
 @dataclass
@@ -89,11 +91,11 @@ def parse_schedule(text: str) -> tuple[str, float]:
 
 def study_settings(alphas: list[float], schedules: list[str]) -> list[Setting]:
     found = []
+    final = demo_alpha()
     for alpha in alphas:
         if alpha < 0:
             raise UsageError(f"--alphas: alpha must be >= 0, got {alpha}")
-        found.append(Setting(f"alpha {alpha:g}", f"alpha-{alpha:g}", (f"alpha={alpha}",)))
-    final = demo_alpha()
+        found.append(Setting(f"alpha {alpha:g}", f"alpha-{alpha:g}", (f"alpha={alpha}",), demo=alpha == final))
     for text in schedules:
         name, warmup = parse_schedule(text)
         found.append(
@@ -135,9 +137,14 @@ def run_balance(settings: BalanceSettings) -> Path:
         if (found := kept_scores(kept, recipe)) is not None:  # a row finished in an earlier sitting
             configs[setting.name], scores[setting.name] = found["config"], found["scores"]
             continue
-        folder = f"balance/{setting.folder}"
-        extra = [f"init_from={base}", "save_models_at=[]", *setting.overrides]
-        clock(f"balance {setting.folder}", lambda: train_stage(demo, "sugar", extra, folder=folder))
+        if setting.demo and settings.steps is None and not settings.overrides:
+            # the demo's own sugar stage is this setting: trained once, for the demo and the sweep
+            folder = "sugar"
+            clock("sugar", lambda: train_stage(demo, "sugar", [f"init_from={base}"]))
+        else:
+            folder = f"balance/{setting.folder}"
+            extra = [f"init_from={base}", "save_models_at=[]", *setting.overrides]
+            clock(f"balance {setting.folder}", lambda: train_stage(demo, "sugar", extra, folder=folder))
         run = settings.demo / folder
         configs[setting.name] = json.loads((run / "config.json").read_text())
         scores[setting.name] = {
