@@ -65,6 +65,7 @@ class BalanceSettings:
     scale: str = "default"  # world size, when the demo folder is built here
     base_steps: int | None = None  # None: the demo's, when the base model is trained here
     align_steps: int | None = None
+    seed: int | None = None  # None: the folder's base seed (0 when the base is built here)
     progress: bool = True
     command: str = ""
 
@@ -121,7 +122,7 @@ def run_balance(settings: BalanceSettings) -> Path:
     from sugar.demo import DemoSettings, StageClock, prepare_models, train_stage
 
     study = study_settings(settings.alphas, settings.schedules)
-    seed = demo_seed(settings.demo)  # the settings continue the folder's base with its seed
+    seed = demo_seed(settings.demo, settings.seed)  # the settings continue the folder's base with its seed
     demo = DemoSettings(
         out=settings.demo, seed=seed, scale=settings.scale, align_steps=settings.align_steps, base_steps=settings.base_steps,
         sugar_steps=settings.steps, overrides=list(settings.overrides), progress=settings.progress,
@@ -263,6 +264,10 @@ def register(subparsers: Any) -> None:
         help="comma-separated NAME:WARMUP (constant, linear or cosine; warm-up fraction of the steps), at the demo's alpha",
     )
     parser.add_argument("--steps", type=int, help="sugar-stage steps of every setting (default: the demo's)")
+    parser.add_argument(
+        "--seed", type=int,
+        help="seed of the world and base built when --demo has none yet (default 0); an existing base keeps its own",
+    )
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="TrainConfig overrides of every stage")
     parser.set_defaults(func=_run)
@@ -283,6 +288,7 @@ def _run(args: Any) -> int:
             schedules=[s.strip() for s in args.schedules.split(",") if s.strip()],
             steps=args.steps,
             overrides=list(args.overrides),
+            seed=args.seed,
             progress=not args.no_progress,
             command="sugar " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         )

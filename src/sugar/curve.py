@@ -72,6 +72,7 @@ class CurveSettings:
     variants: list[str] = field(default_factory=lambda: ["demo", "mse"])
     points: list[int] = field(default_factory=lambda: list(CURVE_POINTS))
     overrides: list[str] = field(default_factory=list)  # sugar-stage overrides of every variant
+    seed: int | None = None  # None: the folder's base seed (0 when the base is built here)
     progress: bool = True
     command: str = ""
 
@@ -116,10 +117,22 @@ def _score(model_dir: Path, settings: CurveSettings, path: Path, with_teacher: b
     return score_saved_model(model_dir, settings.demo, "val", CURVE_LIMITS, path, with_teacher, settings.progress)
 
 
-def demo_seed(demo: Path) -> int:
-    """The seed the demo folder was trained with (its base stage's config); 0 before it exists."""
+def demo_seed(demo: Path, requested: int | None = None) -> int:
+    """The seed the demo folder's base was trained with (its base stage's config); before the base
+    exists, `requested` (0 when None), which then builds the folder's world and base. A request
+    that contradicts an existing base is refused: its world, teachers and base are another seed's."""
+    from sugar.checks import UsageError
+
     config = demo / "base" / "config.json"
-    return int(json.loads(config.read_text()).get("seed", 0)) if config.is_file() else 0
+    if not config.is_file():
+        return 0 if requested is None else requested
+    found = int(json.loads(config.read_text()).get("seed", 0))
+    if requested is not None and requested != found:
+        raise UsageError(
+            f"{config}: the base model in {demo} was trained with seed {found}, not the requested {requested}; "
+            "drop --seed to continue it, or name another --demo folder"
+        )
+    return found
 
 
 def _losses(log: Path, alpha: float) -> dict[str, list[float]]:
@@ -145,7 +158,7 @@ def run_curve(settings: CurveSettings) -> Path:
         raise ValueError(f"unknown variant(s) {unknown}; choose from {sorted(CURVE_VARIANTS)}")
     points = sorted(set(settings.points))
     # the variants continue the folder's base with its seed, so they see the demo's batches
-    demo = DemoSettings(out=settings.demo, seed=demo_seed(settings.demo), progress=settings.progress)
+    demo = DemoSettings(out=settings.demo, seed=demo_seed(settings.demo, settings.seed), progress=settings.progress)
     clock = StageClock(settings.demo)
     prepare_models(demo, clock, with_sugar=False)
     base = settings.demo / "base" / "model"
@@ -279,6 +292,10 @@ def register(subparsers: Any) -> None:
         "--points", default=",".join(map(str, CURVE_POINTS)),
         help="comma-separated step counts of the variants other than demo (demo: the steps its recipe saves)",
     )
+    parser.add_argument(
+        "--seed", type=int,
+        help="seed of the world and base built when --demo has none yet (default 0); an existing base keeps its own",
+    )
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="sugar-stage TrainConfig overrides")
     parser.set_defaults(func=_run)
@@ -296,6 +313,7 @@ def _run(args: Any) -> int:
             variants=[v.strip() for v in args.variants.split(",") if v.strip()],
             points=points,
             overrides=list(args.overrides),
+            seed=args.seed,
             progress=not args.no_progress,
             command="sugar " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         )
