@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from sugar.checks import UsageError
-from sugar.curve import demo_seed, value_at
+from sugar.curve import SEED_HELP, demo_seed, value_at
 from sugar.fileio import atomic_write_text
 from sugar.kept import keep_scores, kept_scores
 
@@ -264,10 +264,7 @@ def register(subparsers: Any) -> None:
         help="comma-separated NAME:WARMUP (constant, linear or cosine; warm-up fraction of the steps), at the demo's alpha",
     )
     parser.add_argument("--steps", type=int, help="sugar-stage steps of every setting (default: the demo's)")
-    parser.add_argument(
-        "--seed", type=int,
-        help="seed of the world and base built when --demo has none yet (default 0); an existing base keeps its own",
-    )
+    parser.add_argument("--seed", type=int, help=SEED_HELP)
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="TrainConfig overrides of every stage")
     parser.set_defaults(func=_run)

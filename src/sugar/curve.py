@@ -117,6 +117,9 @@ def _score(model_dir: Path, settings: CurveSettings, path: Path, with_teacher: b
     return score_saved_model(model_dir, settings.demo, "val", CURVE_LIMITS, path, with_teacher, settings.progress)
 
 
+SEED_HELP = "seed of the world and base built when --demo has none yet (default 0); an existing base keeps its own"
+
+
 def demo_seed(demo: Path, requested: int | None = None) -> int:
     """The seed the demo folder's base was trained with (its base stage's config); before the base
     exists, `requested` (0 when None), which then builds the folder's world and base. A request
@@ -292,10 +295,7 @@ def register(subparsers: Any) -> None:
         "--points", default=",".join(map(str, CURVE_POINTS)),
         help="comma-separated step counts of the variants other than demo (demo: the steps its recipe saves)",
     )
-    parser.add_argument(
-        "--seed", type=int,
-        help="seed of the world and base built when --demo has none yet (default 0); an existing base keeps its own",
-    )
+    parser.add_argument("--seed", type=int, help=SEED_HELP)
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="sugar-stage TrainConfig overrides")
     parser.set_defaults(func=_run)
