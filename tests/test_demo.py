@@ -140,3 +140,19 @@ def test_stage_clock_keeps_the_time_of_the_process_that_finished_a_stage(tmp_pat
     waiting("world", lambda: None)
     stages = json.loads((tmp_path / "stages.json").read_text())
     assert set(stages) == {"world", "train sugar-no_gak"} and stages["train sugar-no_gak"] >= 0.2
+
+
+def test_a_folder_built_with_one_seed_refuses_another(tmp_path: Path) -> None:
+    from sugar.checks import UsageError
+    from sugar.demo import check_folder_seed, prepare_models
+
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "config.json").write_text(json.dumps({"stage": "base", "seed": 1}))
+    check_folder_seed(tmp_path, 1)  # the folder's own seed continues it
+    with pytest.raises(UsageError, match=r"base/config\.json.*seed 1, not the requested 2.*--seed 1"):
+        prepare_models(settings(tmp_path, seed=2), lambda name, work: pytest.fail(f"{name} ran"))
+    (tmp_path / "world").mkdir()
+    (tmp_path / "world" / "world.json").write_text(json.dumps({"seed": 0}))
+    with pytest.raises(UsageError, match=r"world\.json.*seed 0, not the requested 1"):
+        check_folder_seed(tmp_path, 1)
+    check_folder_seed(tmp_path / "fresh", 5)  # nothing built yet: any seed

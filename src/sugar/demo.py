@@ -230,6 +230,25 @@ class StageClock:
         return result
 
 
+def check_folder_seed(out: Path, seed: int) -> None:
+    """Refuse a seed the folder's finished world or stages were not built with.
+
+    Without this, another seed would rebuild the world in place while reusing teachers and models
+    trained on the old one: a report whose parts belong to two seeds."""
+    from sugar.checks import UsageError
+    from sugar.world.build import MANIFEST_NAME
+
+    for path in (out / "world" / MANIFEST_NAME, *(out / stage / "config.json" for stage in TRAIN_STAGES)):
+        if not path.is_file():
+            continue
+        found = json.loads(path.read_text()).get("seed")
+        if found is not None and int(found) != seed:
+            raise UsageError(
+                f"{path}: {out} was built with seed {found}, not the requested {seed}; "
+                f"pass --seed {found} to continue it, or name another --out folder"
+            )
+
+
 def prepare_models(
     settings: DemoSettings, record: Callable[[str, Callable[[], Any]], Any], with_sugar: bool = True
 ) -> None:
@@ -238,6 +257,7 @@ def prepare_models(
     from sugar.world import build_world
 
     out = settings.out
+    check_folder_seed(out, settings.seed)
     out.mkdir(parents=True, exist_ok=True)
     record("world", lambda: build_world(out / "world", seed=settings.seed, scale=settings.scale, progress=settings.progress))
     if not (out / "teachers" / "suite.json").is_file():
