@@ -95,9 +95,9 @@ def test_a_row_that_lacks_a_seed_is_compared_on_the_seeds_it_has() -> None:
     evidence = {c[:3]: (v, e) for c, v, e in claims(summarise({0: first, 1: second}))}
     # sugar's mean over both seeds (20.0) against no_gak's seed 0 would halve the drop, inside sugar's spread
     verdict, text = evidence["(2)"]
-    assert "no_gak +20.0 (on seeds 0, which both rows have)" in text and verdict == "holds"
+    assert "no_gak +20.0 (on seed 0, which both rows have)" in text and verdict == "holds"
     verdict10, text10 = evidence["(10"]
-    assert "sugar 80.0 vs no_gak 60.0 (on seeds 0, which both rows have)" in text10
+    assert "sugar 80.0 vs no_gak 60.0 (on seed 0, which both rows have)" in text10
     assert "which both rows have" not in evidence["(1)"][1]  # sugar and base share every seed
     lone = {0: {"base": first["base"]}, 1: {"base": second["base"], "sugar": second["sugar"]}}
     assert dict((c[:3], v) for c, v, _ in claims(summarise(lone)))["(1)"] != "n/a"  # seed 1 shared
@@ -266,8 +266,9 @@ def test_kept_only_reports_what_is_finished_and_labels_rows_some_seeds_lack(
     del record["clips"]["localisation"]
     kept.write_text(json.dumps(record))
     text = run_ablation(settings).read_text()
-    assert "| sugar | " in text and "50.0 +- 0.0 (n=1) |" in text
-    assert "50.0 +- 0.0 (n=1) |" in (results / "video.md").read_text()
+    assert "| sugar | " in text and "| 50.0 (n=1) |" in text  # one seed: a value, no spread
+    assert "| 50.0 (n=1) |" in (results / "video.md").read_text()
+    assert "+- 0.0 |" not in text.split("| no_gak (1 of 2 seeds) |")[1].split("\n")[0]
 
 
 def test_rescore_runs_a_changed_benchmark_on_the_finished_rows_models_only(

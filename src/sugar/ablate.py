@@ -322,7 +322,9 @@ def _paired(summary: dict[str, Any], a: str, b: str, metric: str) -> tuple[float
 
 
 def _on_seeds(shared: list[int] | None) -> str:
-    return "" if shared is None else f" (on seeds {', '.join(map(str, shared))}, which both rows have)"
+    if shared is None:
+        return ""
+    return f" (on seed{'s' if len(shared) > 1 else ''} {', '.join(map(str, shared))}, which both rows have)"
 
 
 def _gain_verdict(gain: float, noise: float) -> str:

@@ -82,7 +82,10 @@ def cell_text(cell: dict[str, Any] | None, seeds: int) -> str:
     """'mean +- std' in %, and how many seeds when fewer than the row's measured it."""
     if cell is None:
         return ""
-    text = f"{100 * cell['mean']:.1f} +- {100 * cell['std']:.1f}"
+    if len(cell["values"]) == 1:  # one seed has no spread: a '+- 0.0' would read as a measured one
+        text = f"{100 * cell['mean']:.1f}"
+    else:
+        text = f"{100 * cell['mean']:.1f} +- {100 * cell['std']:.1f}"
     return text if len(cell["values"]) >= seeds else f"{text} (n={len(cell['values'])})"
 
 
