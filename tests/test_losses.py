@@ -94,6 +94,25 @@ def test_soft_infonce_is_the_row_kl_between_tempered_softmaxes() -> None:
     assert soft_infonce_loss(collapsed, torch.eye(5), temperature=0.1).item() > 1.0
 
 
+def test_a_warmer_teacher_side_keeps_the_targets_structure() -> None:
+    generator = torch.Generator().manual_seed(2)
+    embeddings = torch.nn.functional.normalize(torch.randn(6, 4, generator=generator), dim=-1)
+    targets = torch.rand(6, 6, generator=generator)
+    targets = (targets + targets.T) / 2
+    teacher = torch.softmax(targets / 0.2, dim=1)
+    model = torch.softmax(embeddings @ embeddings.T / 0.05, dim=1)
+    expected = (teacher * (teacher.log() - model.log())).sum(1).mean()
+    got = soft_infonce_loss(embeddings, targets, temperature=0.05, teacher_temperature=0.2)
+    assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+    # zero where the cosines are the targets scaled by t / t_l, not at the targets themselves
+    cosines = embeddings @ embeddings.T
+    assert soft_infonce_loss(embeddings, 4.0 * cosines, 0.05, teacher_temperature=0.2).item() == pytest.approx(0.0, abs=1e-6)
+    assert soft_infonce_loss(embeddings, cosines, 0.05, teacher_temperature=0.2).item() > 0.01
+    # None is the model's own temperature
+    same = soft_infonce_loss(embeddings, targets, 0.05, teacher_temperature=None)
+    assert same.item() == pytest.approx(soft_infonce_loss(embeddings, targets, 0.05).item())
+
+
 def test_loss_gradient_moves_similarities_towards_targets() -> None:
     generator = torch.Generator().manual_seed(2)
     raw = torch.randn(6, 8, generator=generator, requires_grad=True)

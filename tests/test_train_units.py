@@ -170,6 +170,13 @@ def test_alpha_schedules_rise_over_the_warm_up_to_alpha() -> None:
         load_config(None, ["alpha_warmup=1.0"])
 
 
+def test_the_teacher_temperature_reads_from_an_override_and_refuses_zero() -> None:
+    assert load_config(None, []).infonce_teacher_temperature is None
+    assert load_config(None, ["infonce_teacher_temperature=0.2"]).infonce_teacher_temperature == 0.2
+    with pytest.raises(ValueError, match="infonce_teacher_temperature must be > 0"):
+        load_config(None, ["infonce_teacher_temperature=0"])
+
+
 def test_resume_guard_treats_one_place_written_three_ways_as_the_same(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A run started with absolute paths resumes when given relative ones, or the same folder
     reached through a symlink; a genuinely different folder is still a change."""

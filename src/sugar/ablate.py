@@ -37,6 +37,11 @@ VARIANTS: dict[str, list[str]] = {
     "ld_only": ["use_generative_loss=false"],
     "mse": ["discriminative_loss=mse"],
     "paper": ["discriminative_loss=mse", "pair_target=kernel"],
+    # the InfoNCE with the teacher's rows at temperature 0.2, where the GAK and mean targets'
+    # soft labels differ most on sugar-stage batches (benchmarks/target_structure.py), with and
+    # without GAK: does the alignment matter once the loss lets the teacher's structure through?
+    "soft_teacher": ["infonce_teacher_temperature=0.2"],
+    "soft_teacher_no_gak": ["infonce_teacher_temperature=0.2", "target_structure=mean"],
 }
 ROWS: tuple[str, ...] = ("base", *VARIANTS)
 DESCRIPTIONS: dict[str, str] = {
@@ -48,6 +53,8 @@ DESCRIPTIONS: dict[str, str] = {
     "ld_only": "L_d only, no generative loss",
     "mse": "the paper's MSE onto the targets instead of the InfoNCE (KL between tempered softmaxes)",
     "paper": "the paper's reading: MSE, an image and its caption two documents (target = the teacher's kernel)",
+    "soft_teacher": "the InfoNCE with the teacher's side at temperature 0.2 (16% of each row's target mass on other documents, not 0.1%)",
+    "soft_teacher_no_gak": "soft_teacher with the mean local kernel instead of GAK",
     "teacher": "the CLIP-style cross-modal teacher (LiT heads on frozen experts)",
 }
 # benchmark -> item limit (None: every item); qa counts VQA and POPE questions per type

@@ -116,17 +116,21 @@ def discriminative_loss(embeddings: Tensor, targets: Tensor, mapping: Similarity
     return difference.pow(2).sum() / embeddings.shape[0]
 
 
-def soft_infonce_loss(embeddings: Tensor, targets: Tensor, temperature: float = 0.05) -> Tensor:
+def soft_infonce_loss(
+    embeddings: Tensor, targets: Tensor, temperature: float = 0.05, teacher_temperature: float | None = None
+) -> Tensor:
     """InfoNCE with the teacher matrix as soft labels (our variant, method.md section 7): per row,
-    KL(softmax(M_l / t) || softmax(M_r / t)), averaged over rows.
+    KL(softmax(M_l / t_l) || softmax(M_r / t)), averaged over rows; t_l = t unless given.
 
     Both sides share the temperature, so, like the MSE, the loss is zero exactly when the model's
     cosines reproduce the targets (up to a constant per row). Normalising the raw targets to sum
     to one instead would spread most of each row's mass over the many unrelated prefixes (each
-    around 0.2) and reward collapsed embeddings.
+    around 0.2) and reward collapsed embeddings. A teacher temperature t_l > t keeps more of the
+    targets' structure in the soft labels (at t_l = t = 0.05 a row of GAK targets puts ~0.1% of its
+    mass on other documents); the loss is then zero at cosines t / t_l times the targets.
     """
     if targets.shape != (embeddings.shape[0], embeddings.shape[0]):
         raise ValueError(f"targets must be ({embeddings.shape[0]}, {embeddings.shape[0]}), got {tuple(targets.shape)}")
     model_log_p = torch.log_softmax((embeddings @ embeddings.T) / temperature, dim=1)
-    teacher_log_p = torch.log_softmax(targets.to(embeddings.dtype) / temperature, dim=1)
+    teacher_log_p = torch.log_softmax(targets.to(embeddings.dtype) / (teacher_temperature or temperature), dim=1)
     return (teacher_log_p.exp() * (teacher_log_p - model_log_p)).sum(dim=1).mean()

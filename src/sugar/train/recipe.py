@@ -292,7 +292,9 @@ def compute_losses(
         if config.discriminative_loss == "mse":
             discriminative = discriminative_loss(embeddings, targets_matrix, config.similarity_map)
         else:
-            discriminative = soft_infonce_loss(embeddings, targets_matrix, config.infonce_temperature)
+            discriminative = soft_infonce_loss(
+                embeddings, targets_matrix, config.infonce_temperature, config.infonce_teacher_temperature
+            )
         # Every process computes the same global L_d but backpropagates through its own rows only.
         total = total + alpha_at(config, step // config.gradient_accumulation) * discriminative * scale
     return StepLosses(total, generative, discriminative, len(examples))
