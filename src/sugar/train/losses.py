@@ -122,8 +122,8 @@ def soft_infonce_loss(
     """InfoNCE with the teacher matrix as soft labels (our variant, method.md section 7): per row,
     KL(softmax(M_l / t_l) || softmax(M_r / t)), averaged over rows; t_l = t unless given.
 
-    By default both sides share the temperature, so, like the MSE, the loss is zero exactly when the model's
-    cosines reproduce the targets (up to a constant per row). Normalising the raw targets to sum
+    By default both sides share the temperature, so, like the MSE, the loss is zero exactly when
+    the model's cosines reproduce the targets (up to a constant per row). Normalising the raw targets to sum
     to one instead would spread most of each row's mass over the many unrelated prefixes (each
     around 0.2) and reward collapsed embeddings. A teacher temperature t_l > t keeps more of the
     targets' structure in the soft labels (at t_l = t = 0.05 a row of GAK targets puts ~0.1% of its
