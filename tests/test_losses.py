@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from torch import Tensor
 
 from sugar.align import gak_matrix
 from sugar.kernels import IMAGE, TEXT, SquaredEuclidean, TripleKernel
@@ -76,14 +77,19 @@ def test_mean_structure_ignores_order_but_gak_does_not() -> None:
     assert mean[0, 1].item() == pytest.approx((1 + 1 + 2 * k_far) / 4)
 
 
-def test_soft_infonce_is_the_row_kl_between_tempered_softmaxes() -> None:
-    generator = torch.Generator().manual_seed(1)
-    embeddings = torch.nn.functional.normalize(torch.randn(5, 4, generator=generator), dim=-1)
-    targets = torch.rand(5, 5, generator=generator)
+def _row_kl_case(seed: int, n: int, teacher_t: float, model_t: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Random unit embeddings, symmetric targets, and the row KL written out by hand."""
+    generator = torch.Generator().manual_seed(seed)
+    embeddings = torch.nn.functional.normalize(torch.randn(n, 4, generator=generator), dim=-1)
+    targets = torch.rand(n, n, generator=generator)
     targets = (targets + targets.T) / 2
-    teacher = torch.softmax(targets / 0.1, dim=1)
-    model = torch.softmax(embeddings @ embeddings.T / 0.1, dim=1)
-    expected = (teacher * (teacher.log() - model.log())).sum(1).mean()
+    teacher = torch.softmax(targets / teacher_t, dim=1)
+    model = torch.softmax(embeddings @ embeddings.T / model_t, dim=1)
+    return embeddings, targets, (teacher * (teacher.log() - model.log())).sum(1).mean()
+
+
+def test_soft_infonce_is_the_row_kl_between_tempered_softmaxes() -> None:
+    embeddings, targets, expected = _row_kl_case(1, 5, 0.1, 0.1)
     assert soft_infonce_loss(embeddings, targets, temperature=0.1).item() == pytest.approx(expected.item(), rel=1e-5)
     # zero exactly at the target structure, whatever the temperature; a shifted row changes nothing
     cosines = embeddings @ embeddings.T
@@ -95,13 +101,7 @@ def test_soft_infonce_is_the_row_kl_between_tempered_softmaxes() -> None:
 
 
 def test_a_warmer_teacher_side_keeps_the_targets_structure() -> None:
-    generator = torch.Generator().manual_seed(2)
-    embeddings = torch.nn.functional.normalize(torch.randn(6, 4, generator=generator), dim=-1)
-    targets = torch.rand(6, 6, generator=generator)
-    targets = (targets + targets.T) / 2
-    teacher = torch.softmax(targets / 0.2, dim=1)
-    model = torch.softmax(embeddings @ embeddings.T / 0.05, dim=1)
-    expected = (teacher * (teacher.log() - model.log())).sum(1).mean()
+    embeddings, targets, expected = _row_kl_case(2, 6, 0.2, 0.05)
     got = soft_infonce_loss(embeddings, targets, temperature=0.05, teacher_temperature=0.2)
     assert got.item() == pytest.approx(expected.item(), rel=1e-5)
     # zero where the cosines are the targets scaled by t / t_l, not at the targets themselves
