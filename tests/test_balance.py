@@ -73,7 +73,7 @@ def test_finished_settings_are_kept_and_reused_without_their_run_folders(
     settings = BalanceSettings(demo=tmp_path / "runs", results=tmp_path / "results", alphas=[0.0, 0.3], schedules=[])
     run_balance(settings)
     assert trained == ["balance/alpha-0", "balance/alpha-0.3"]
-    kept = json.loads((tmp_path / "results" / "balance-rows" / "alpha-0.3.json").read_text())
+    kept = json.loads((tmp_path / "results" / "balance-rows" / "seed0" / "alpha-0.3.json").read_text())
     assert kept["scores"]["test"]["T->I R@5"] == 0.5 and kept["recipe"]["setting"] == ["alpha=0.3"]
     shutil.rmtree(tmp_path / "runs")
     text = run_balance(settings).read_text()

@@ -11,8 +11,9 @@ the demo's sugar stage (OUT/sugar, trained once for both). Each finished model i
 setting is chosen) and on test (what is reported): retrieval (T->I R@5, VIST 5c+4i R@5) against
 generation (VQA accuracy, POPE F1, caption BLEU-4 and CIDEr-D against the five references).
 Finished trainings and scores are reused on a re-run, so the study resumes setting by setting;
-each finished setting's scores are also kept in RESULTS/balance-rows/ with the recipe that made
-them (commit them as they come: a later sitting without the run folders reuses them).
+each finished setting's scores are also kept in RESULTS/balance-rows/seed<N>/ with the recipe that
+made them (commit them as they come: a later sitting without the run folders reuses them; a study
+on another seed keeps its rows beside them).
 """
 
 from __future__ import annotations
@@ -132,8 +133,9 @@ def run_balance(settings: BalanceSettings) -> Path:
     base = settings.demo / "base" / "model"
     scores: dict[str, dict[str, dict[str, float | None]]] = {}
     configs: dict[str, Any] = {}
+    rows = settings.results / "balance-rows" / f"seed{seed}"
     for setting in study:
-        kept = settings.results / "balance-rows" / f"{setting.folder}.json"
+        kept = rows / f"{setting.folder}.json"
         recipe = setting_recipe(settings, seed, list(setting.overrides))
         if (found := kept_scores(kept, recipe)) is not None:  # a row finished in an earlier sitting
             configs[setting.name], scores[setting.name] = found["config"], found["scores"]
@@ -154,7 +156,7 @@ def run_balance(settings: BalanceSettings) -> Path:
             for split in SPLITS
         }
         keep_scores(kept, {"config": configs[setting.name], "scores": scores[setting.name]}, recipe)
-    kept = settings.results / "balance-rows" / "base.json"
+    kept = rows / "base.json"
     recipe = setting_recipe(settings, seed, None)
     if (found := kept_scores(kept, recipe)) is not None:
         base_scores, teacher = found["base"], found["teacher"]
