@@ -93,6 +93,21 @@ def _versions() -> dict[str, str]:
     return versions
 
 
+def _machine() -> dict[str, Any]:
+    """What decides the demo's speed and its float precision on this machine: stage times and
+    numbers from a CPU with native bf16 (autocast on) and one without (float32) are not alike."""
+    import torch
+
+    from sugar.models.precision import cpu_has_native_bf16
+
+    return {
+        "processor": platform.processor() or platform.machine(),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_native_bf16": cpu_has_native_bf16(),
+        "cuda": torch.cuda.is_available(),
+    }
+
+
 def train_stage(settings: DemoSettings, stage: str, extra: list[str], folder: str | None = None) -> Path:
     """Train (or resume, or reuse) one stage in OUT/<folder> (default: the stage's name)."""
     from sugar.train.config import load_config
@@ -311,6 +326,7 @@ def run_demo(settings: DemoSettings) -> Path:
         "teacher_fit": json.loads(teacher_fit.read_text()) if teacher_fit.is_file() else None,
         "config": config,
         "versions": _versions(),
+        "machine": _machine(),
         "seeds": {"world": settings.seed, "training": settings.seed},
         "world_scale": settings.scale,
         "pictures": pictures,

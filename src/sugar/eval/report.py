@@ -93,6 +93,13 @@ def rag_table(models: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _machine_lines(machine: dict[str, Any] | None) -> list[str]:
+    if not machine:  # a report from before the demo recorded its machine
+        return []
+    precision = "bf16 autocast (native bf16)" if machine.get("cpu_native_bf16") else "float32 (no native bf16)"
+    return [f"Machine: {machine.get('processor')}, {machine.get('torch_threads')} torch threads, {precision}.", ""]
+
+
 def write_demo_report(out: Path, metrics: dict[str, Any]) -> Path:
     models = metrics["models"]
     config = metrics.get("config", {})
@@ -158,6 +165,7 @@ def write_demo_report(out: Path, metrics: dict[str, Any]) -> Path:
         "",
         f"Peak memory (resident set): {metrics.get('peak_rss_gb')} GB.",
         "",
+        *_machine_lines(metrics.get("machine")),
         "Versions: " + ", ".join(f"{k} {v}" for k, v in metrics.get("versions", {}).items()),
         "",
         "Full numbers (per-tag Winoground, POPE precision / recall, RAG exact match): `metrics.json` and `eval/`.",
