@@ -93,17 +93,19 @@ def _versions() -> dict[str, str]:
     return versions
 
 
-def _machine() -> dict[str, Any]:
+def _machine(autocast_setting: str) -> dict[str, Any]:
     """What decides the demo's speed and its float precision on this machine: stage times and
     numbers from a CPU with native bf16 (autocast on) and one without (float32) are not alike."""
     import torch
 
-    from sugar.models.precision import cpu_has_native_bf16
+    from sugar.models.precision import autocast_dtype, cpu_has_native_bf16
 
+    dtype = autocast_dtype(autocast_setting, torch.device("cpu"), torch.float32)
     return {
         "processor": platform.processor() or platform.machine(),
         "torch_threads": torch.get_num_threads(),
         "cpu_native_bf16": cpu_has_native_bf16(),
+        "cpu_precision": "float32" if dtype is None else f"{str(dtype).removeprefix('torch.')} autocast",
         "cuda": torch.cuda.is_available(),
     }
 
@@ -326,7 +328,7 @@ def run_demo(settings: DemoSettings) -> Path:
         "teacher_fit": json.loads(teacher_fit.read_text()) if teacher_fit.is_file() else None,
         "config": config,
         "versions": _versions(),
-        "machine": _machine(),
+        "machine": _machine(str(model_config.get("autocast", "auto"))),
         "seeds": {"world": settings.seed, "training": settings.seed},
         "world_scale": settings.scale,
         "pictures": pictures,

@@ -96,8 +96,12 @@ def rag_table(models: dict[str, Any]) -> list[str]:
 def _machine_lines(machine: dict[str, Any] | None) -> list[str]:
     if not machine:  # a report from before the demo recorded its machine
         return []
-    precision = "bf16 autocast (native bf16)" if machine.get("cpu_native_bf16") else "float32 (no native bf16)"
-    return [f"Machine: {machine.get('processor')}, {machine.get('torch_threads')} torch threads, {precision}.", ""]
+    native = "native bf16" if machine.get("cpu_native_bf16") else "no native bf16"
+    return [
+        f"Machine: {machine.get('processor')}, {machine.get('torch_threads')} torch threads, "
+        f"{machine.get('cpu_precision')} on the CPU ({native}).",
+        "",
+    ]
 
 
 def write_demo_report(out: Path, metrics: dict[str, Any]) -> Path:
