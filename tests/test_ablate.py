@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from sugar.ablate import METRICS, AblationSettings, claims, run_ablation, summarise, write_results
+from sugar.ablate import METRICS, AblationSettings, claims, precision_note, run_ablation, summarise, write_results
 from sugar.checks import UsageError
+from sugar.demo import machine_record
 
 
 PATTERNS = ("colour", "count", "relation", "shape", "size")
@@ -142,6 +143,21 @@ def test_results_are_written_as_markdown_json_and_picture(tmp_path: Path) -> Non
     assert (tmp_path / "ablation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_each_rows_training_precision_is_listed_with_its_seed(tmp_path: Path) -> None:
+    per_seed = {0: seed_results(0.0), 1: seed_results(0.02)}
+    per_seed[0]["sugar"]["cpu_precision"] = "bfloat16 autocast"
+    per_seed[1]["sugar"]["cpu_precision"] = "float32"
+    per_seed[1]["base"]["cpu_precision"] = "float32"
+    note = precision_note(per_seed)
+    assert note.startswith("bfloat16 autocast: sugar/0; float32: base/1, sugar/1; not recorded: base/0, no_gak/0")
+    settings = AblationSettings(results=tmp_path, seeds=[0, 1], command="sugar ablate --seeds 2")
+    write_results(summarise(per_seed), settings, 1.0, {}, precisions=note)
+    assert f"- training precision (row/seed; bf16 autocast where the CPU has native bf16): {note}" in (
+        tmp_path / "ablation.md"
+    ).read_text()
+    assert json.loads((tmp_path / "ablation.json").read_text())["training_precision"] == note
+
+
 def test_video_results_read_the_clips_rows_per_seed(tmp_path: Path) -> None:
     from sugar.video_results import write_video_results
 
@@ -229,6 +245,7 @@ def test_summed_time_is_kept_with_the_rows_and_survives_the_run_folders(
     (tmp_path / "runs" / "seed0" / "stages.json").write_text(json.dumps(stages))
     rows = ablate.run_seed(settings, 0)
     assert rows["base"]["training_seconds"] == 1680.0 and rows["no_gak"]["training_seconds"] == 3000.0
+    assert rows["no_gak"]["cpu_precision"] == machine_record("auto")["cpu_precision"]
     evaluation = sum(row["evaluation_seconds"] for row in rows.values())
     assert ablate.study_seconds(settings, {0: rows}) == pytest.approx(4680.0 + evaluation)
     shutil.rmtree(tmp_path / "runs")

@@ -221,9 +221,30 @@ def run_seed(settings: AblationSettings, seed: int) -> dict[str, dict[str, Any]]
         found[row]["evaluation_seconds"] = round(time.perf_counter() - started, 1)
         # kept with the scores, so the study's summed time survives the run folders
         found[row]["training_seconds"] = round(sum(clock.stages.get(name, 0.0) for name in row_stages(row, tag)), 1)
+        found[row]["cpu_precision"] = row_precision(model_dir)
         atomic_write_text(demo.out / f"ablation{tag}" / f"{row}.json", json.dumps(found[row], indent=2))
         keep_scores(kept_row_path(settings, seed, row), found[row], row_recipe(settings, seed, row))
     return {row: found[row] for row in ["base", *settings.variants]}
+
+
+def row_precision(model_dir: Path) -> str:
+    """The float precision this machine trains a row in: rows from a CPU with native bf16 (bf16
+    autocast) and from one without (float32) can sit in one study, so each row says which it was."""
+    from sugar.demo import machine_record
+    from sugar.models.config import CONFIG_NAME
+
+    path = model_dir / CONFIG_NAME
+    model_config = json.loads(path.read_text()) if path.is_file() else {}  # no config: the default, "auto"
+    return str(machine_record(str(model_config.get("autocast", "auto")))["cpu_precision"])
+
+
+def precision_note(per_seed: dict[int, dict[str, dict[str, Any]]]) -> str:
+    """Rows grouped by the precision they were trained in, as `row/seed`."""
+    groups: dict[str, list[str]] = {}
+    for seed, rows in sorted(per_seed.items()):
+        for row, scores in rows.items():
+            groups.setdefault(str(scores.get("cpu_precision", "not recorded")), []).append(f"{row}/{seed}")
+    return "; ".join(f"{precision}: {', '.join(names)}" for precision, names in sorted(groups.items()))
 
 
 def rescore_row(
@@ -457,6 +478,7 @@ def write_results(
     seconds: float,
     train_config: dict[str, Any],
     video_results: Path | None = None,
+    precisions: str = "",
 ) -> Path:
     out = settings.results
     out.mkdir(parents=True, exist_ok=True)
@@ -471,6 +493,7 @@ def write_results(
         "versions": _versions(),
         "platform": platform.platform(),
         "wall_time_seconds": round(seconds, 1),
+        "training_precision": precisions,
         "summary": summary,
         "claims": [{"claim": c, "verdict": v, "evidence": e} for c, v, e in checked],
     }
@@ -521,6 +544,7 @@ def write_results(
         "## Setup",
         "",
         f"- benchmark limits (items; None = all): {settings.limits}",
+        *([f"- training precision (row/seed; bf16 autocast where the CPU has native bf16): {precisions}"] if precisions else []),
         f"- versions: {json.dumps(record['versions'])}",
         "- RAG columns: the answer word appears in the reply (`contains_answer`); hit@1: the gold document is the",
         "  first one retrieved. T->I / I->T: 1000 test images, 5 captions each. VIST: 5 captions + 4 images -> 5th image.",
@@ -545,7 +569,7 @@ def run_ablation(settings: AblationSettings) -> Path:
     stage_seconds = study_seconds(settings, per_seed)
     seconds = max(stage_seconds, time.perf_counter() - started)
     video = write_video_results(per_seed, settings.command, settings.results / "video.md")
-    return write_results(summarise(per_seed), settings, seconds, train_config, video)
+    return write_results(summarise(per_seed), settings, seconds, train_config, video, precision_note(per_seed))
 
 
 def register(subparsers: Any) -> None:

@@ -93,7 +93,7 @@ def _versions() -> dict[str, str]:
     return versions
 
 
-def _machine(autocast_setting: str) -> dict[str, Any]:
+def machine_record(autocast_setting: str) -> dict[str, Any]:
     """What decides the demo's speed and its float precision on this machine: stage times and
     numbers from a CPU with native bf16 (autocast on) and one without (float32) are not alike."""
     import torch
@@ -328,7 +328,7 @@ def run_demo(settings: DemoSettings) -> Path:
         "teacher_fit": json.loads(teacher_fit.read_text()) if teacher_fit.is_file() else None,
         "config": config,
         "versions": _versions(),
-        "machine": _machine(str(model_config.get("autocast", "auto"))),
+        "machine": machine_record(str(model_config.get("autocast", "auto"))),
         "seeds": {"world": settings.seed, "training": settings.seed},
         "world_scale": settings.scale,
         "pictures": pictures,
