@@ -86,3 +86,29 @@ def test_finished_settings_are_kept_and_reused_without_their_run_folders(
     assert trained[3:] == ["sugar"]
     run_balance(BalanceSettings(demo=tmp_path / "runs", results=tmp_path / "results", alphas=[0.1], schedules=[], steps=7))
     assert trained[4:] == ["balance/alpha-0.1"]  # at another budget it is a setting of its own
+
+
+def test_the_default_and_base_over_seeds_come_from_the_ablations_kept_rows(tmp_path: Path) -> None:
+    from sugar.ablate import AblationSettings, kept_row_path, row_recipe
+    from sugar.balance import BalanceSettings, default_over_seeds, write_balance
+    from sugar.kept import keep_scores
+
+    ablation = AblationSettings(results=tmp_path)
+    for seed, t2i in ((0, 0.2), (1, 0.3), (2, 0.4)):
+        for name, value in (("base", 0.01), ("sugar", t2i)):
+            if (seed, name) != (2, "base"):  # seed 2 lacks its base row: it does not count
+                scores = {"retrieval": {"t2i": {"r@5": value}}, "captions": {"cider": 1.5}}
+                keep_scores(kept_row_path(ablation, seed, name), scores, row_recipe(ablation, seed, name))
+    other = AblationSettings(results=tmp_path, steps=50)  # another budget: not the default
+    keep_scores(kept_row_path(other, 3, "sugar"), {"retrieval": {"t2i": {"r@5": 0.9}}}, row_recipe(other, 3, "sugar"))
+    settings = BalanceSettings(results=tmp_path, command="sugar balance")
+    found = default_over_seeds(settings)
+    assert [r["T->I R@5"] for r in found["default"]] == [0.2, 0.3] and [r["seed"] for r in found["base"]] == [0.0, 1.0]
+    scores = {"alpha 0.1": {"val": {"T->I R@5": 0.4}, "test": {"T->I R@5": 0.3}}}
+    base = {"val": {"T->I R@5": 0.0}, "test": {"T->I R@5": 0.0}}
+    study = study_settings([0.1], [])
+    text = write_balance(settings, study, scores, base, base, {}).read_text()
+    assert "## The default (alpha 0.1) and base over seeds 0, 1, test" in text
+    assert "| default | 25.0 +- 7.1 | - | - | - | - | 150.0 +- 0.0 |" in text and "| base | 1.0 +- 0.0 |" in text
+    assert "retrieval all" in text
+    assert "## The default" not in write_balance(BalanceSettings(results=tmp_path, steps=9), study, scores, base, base, {}).read_text()

@@ -30,6 +30,7 @@ from sugar.checks import UsageError
 from sugar.curve import SEED_HELP, demo_seed, value_at
 from sugar.fileio import atomic_write_text
 from sugar.kept import keep_scores, kept_scores
+from sugar.seeds import mean_std
 
 ALPHAS = (0.0, 0.03, 0.1, 0.3, 1.0)
 SCHEDULES = ("linear:0.3", "cosine:0.3")
@@ -184,6 +185,44 @@ def setting_recipe(settings: BalanceSettings, seed: int, setting: list[str] | No
     }
 
 
+def default_over_seeds(settings: BalanceSettings) -> dict[str, list[dict[str, float | None]]]:
+    """Base and the default setting on test over every seed the ablation has finished them on.
+
+    The ablation's sugar row is the demo's sugar stage, so its kept rows (one per seed, under the
+    same recipe and budget as this study) give the chosen point and base with several seeds
+    without training them again. Its limits are its own (every test image for retrieval)."""
+    from sugar.ablate import AblationSettings, kept_row_path, row_recipe
+
+    study = AblationSettings(
+        results=settings.results, steps=settings.steps, scale=settings.scale, base_steps=settings.base_steps,
+        overrides=list(settings.overrides),
+    )
+    folder = kept_row_path(study, 0, "base").parent.parent
+    seeds = sorted(int(p.name[4:]) for p in folder.glob("seed*") if p.name[4:].isdigit()) if folder.is_dir() else []
+    found: dict[str, list[dict[str, float | None]]] = {"base": [], "default": []}
+    for seed in seeds:
+        kept = {name: kept_scores(kept_row_path(study, seed, row), row_recipe(study, seed, row))
+                for name, row in (("base", "base"), ("default", "sugar"))}
+        if kept["base"] is not None and kept["default"] is not None:  # a seed counts only with both rows
+            for name, scores in kept.items():
+                found[name].append({"seed": float(seed), **row(scores)})
+    return found
+
+
+def ablation_limits() -> dict[str, int | None]:
+    from sugar.ablate import BENCH_LIMITS
+
+    return {bench: BENCH_LIMITS[bench] for bench in LIMITS}
+
+
+def _seed_cell(rows: list[dict[str, float | None]], column: str) -> str:
+    values = [value for r in rows if (value := r.get(column)) is not None]
+    if not values:
+        return "-"
+    cell = mean_std(values)
+    return f"{100 * cell.mean:.1f} +- {100 * cell.std:.1f}" if len(values) > 1 else f"{100 * cell.mean:.1f}"
+
+
 def _cell(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}"
 
@@ -201,6 +240,7 @@ def write_balance(
     from sugar.eval.plots import plot_tradeoff
 
     settings.results.mkdir(parents=True, exist_ok=True)
+    over_seeds = default_over_seeds(settings)
     picture = plot_tradeoff(
         {name: split_rows["test"] for name, split_rows in scores.items()},
         base["test"],
@@ -213,6 +253,7 @@ def write_balance(
         "scores": scores,
         "base": base,
         "teacher": teacher,
+        "default_over_seeds": over_seeds,
         "sugar_stage_configs": configs,
         "versions": _versions(),
         "machine": f"{platform.machine()}, {platform.python_version()}",
@@ -238,6 +279,21 @@ def write_balance(
             lines.append(f"| {setting.name} | " + " | ".join(_cell(values.get(c)) for c in COLUMNS) + " |")
         lines.append("| teacher | " + " | ".join(_cell(teacher[split].get(c)) for c in COLUMNS) + " |")
         lines.append("")
+    if over_seeds["default"]:
+        seeds = ", ".join(f"{r['seed']:.0f}" for r in over_seeds["default"])
+        lines += [
+            f"## The default (alpha {demo_alpha():g}) and base over seeds {seeds}, test",
+            "",
+            "From the ablation's kept rows (`results/ablation-rows/`): its sugar row is the demo's sugar stage, trained "
+            "from each seed's own base. Its limits: "
+            + ", ".join(f"{k} {'all' if v is None else v}" for k, v in ablation_limits().items())
+            + ". Mean +- std over seeds.",
+            "",
+            "| model | " + " | ".join(COLUMNS) + " |",
+            "|---|" + "---|" * len(COLUMNS),
+            *[f"| {name} | " + " | ".join(_seed_cell(over_seeds[name], c) for c in COLUMNS) + " |" for name in ("base", "default")],
+            "",
+        ]
     lines += [
         f"![trade-off]({picture.name})",
         "",
