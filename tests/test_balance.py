@@ -112,3 +112,6 @@ def test_the_default_and_base_over_seeds_come_from_the_ablations_kept_rows(tmp_p
     assert "| default | 25.0 +- 7.1 | - | - | - | - | 150.0 +- 0.0 |" in text and "| base | 1.0 +- 0.0 |" in text
     assert "retrieval all" in text
     assert "## The default" not in write_balance(BalanceSettings(results=tmp_path, steps=9), study, scores, base, base, {}).read_text()
+    for name in ("base", "sugar"):  # at another budget, that budget's rows
+        keep_scores(kept_row_path(other, 3, name), {"retrieval": {"t2i": {"r@5": 0.9}}}, row_recipe(other, 3, name))
+    assert [r["seed"] for r in default_over_seeds(BalanceSettings(results=tmp_path, steps=50))["default"]] == [3.0]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 import shlex
 import sys
 from dataclasses import dataclass, field
@@ -197,8 +198,10 @@ def default_over_seeds(settings: BalanceSettings) -> dict[str, list[dict[str, fl
         results=settings.results, steps=settings.steps, scale=settings.scale, base_steps=settings.base_steps,
         overrides=list(settings.overrides),
     )
-    folder = kept_row_path(study, 0, "base").parent.parent
-    seeds = sorted(int(p.name[4:]) for p in folder.glob("seed*") if p.name[4:].isdigit()) if folder.is_dir() else []
+    first = kept_row_path(study, 0, "base").parent  # seed0<tag>: the budget's tag follows the seed
+    tag = re.escape(first.name.removeprefix("seed0"))
+    names = [p.name for p in first.parent.iterdir()] if first.parent.is_dir() else []
+    seeds = sorted(int(m[1]) for name in names if (m := re.fullmatch(rf"seed(\d+){tag}", name)))
     found: dict[str, list[dict[str, float | None]]] = {"base": [], "default": []}
     for seed in seeds:
         kept = {name: kept_scores(kept_row_path(study, seed, row), row_recipe(study, seed, row))
