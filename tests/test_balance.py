@@ -115,3 +115,27 @@ def test_the_default_and_base_over_seeds_come_from_the_ablations_kept_rows(tmp_p
     for name in ("base", "sugar"):  # at another budget, that budget's rows
         keep_scores(kept_row_path(other, 3, name), {"retrieval": {"t2i": {"r@5": 0.9}}}, row_recipe(other, 3, name))
     assert [r["seed"] for r in default_over_seeds(BalanceSettings(results=tmp_path, steps=50))["default"]] == [3.0]
+
+
+def test_the_steps_along_alpha_and_the_schedules_against_constant_alpha(tmp_path: Path) -> None:
+    from sugar.balance import BalanceSettings, write_balance
+
+    study = study_settings([0.3, 0.0, 0.1], ["linear:0.3"])
+    values = {"alpha 0": (0.02, 0.52), "alpha 0.1": (0.44, 0.45), "alpha 0.3": (0.49, 0.46),
+              "linear warm-up 0.3 (alpha 0.1)": (0.40, 0.50)}
+    scores = {name: {split: {"T->I R@5": t2i, "VQA acc": vqa + (0.01 if split == "test" else 0.0)} for split in ("val", "test")}
+              for name, (t2i, vqa) in values.items()}
+    base = {"val": {}, "test": {}}
+    text = write_balance(BalanceSettings(results=tmp_path, steps=9), study, scores, base, base, {}).read_text()
+    steps = text.split("## Step by step along alpha, val")[1].split("## Alpha schedules")[0]
+    # ordered by alpha, whatever the order asked for
+    assert "| alpha 0 -> 0.1 | +42.0 | - | -7.0 | - | - | - |" in steps
+    assert "| alpha 0.1 -> 0.3 | +5.0 | - | +1.0 | - | - | - |" in steps
+    assert "alpha 0.3 -> 0" not in steps
+    schedules = text.split("## Alpha schedules against constant alpha 0.1")[1]
+    assert "| linear warm-up 0.3 (alpha 0.1), val | -4.0 | - | +5.0 | - | - | - |" in schedules
+    assert "| linear warm-up 0.3 (alpha 0.1), test | -4.0 | - | +5.0 | - | - | - |" in schedules
+    # without the constant setting at the schedules' final alpha there is nothing to compare them with
+    text = write_balance(BalanceSettings(results=tmp_path, steps=9), study_settings([0.0, 0.3], ["linear:0.3"]),
+                         scores, base, base, {}).read_text()
+    assert "## Alpha schedules" not in text and "| alpha 0 -> 0.3 |" in text

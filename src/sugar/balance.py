@@ -54,6 +54,7 @@ class Setting:
     folder: str
     overrides: tuple[str, ...]
     demo: bool = False  # the demo's own sugar recipe (constant alpha at the demo's value)
+    alpha: float | None = None  # the constant alpha; None for a schedule
 
 
 @dataclass
@@ -99,7 +100,7 @@ def study_settings(alphas: list[float], schedules: list[str]) -> list[Setting]:
     for alpha in alphas:
         if alpha < 0:
             raise UsageError(f"--alphas: alpha must be >= 0, got {alpha}")
-        found.append(Setting(f"alpha {alpha:g}", f"alpha-{alpha:g}", (f"alpha={alpha}",), demo=alpha == final))
+        found.append(Setting(f"alpha {alpha:g}", f"alpha-{alpha:g}", (f"alpha={alpha}",), demo=alpha == final, alpha=alpha))
     for text in schedules:
         name, warmup = parse_schedule(text)
         found.append(
@@ -230,6 +231,52 @@ def _cell(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}"
 
 
+def _change(new: dict[str, float | None], old: dict[str, float | None]) -> str:
+    cells = []
+    for column in COLUMNS:
+        a, b = new.get(column), old.get(column)
+        cells.append("-" if a is None or b is None else f"{100 * (a - b):+.1f}")
+    return " | ".join(cells)
+
+
+def change_lines(study: list[Setting], scores: dict[str, dict[str, dict[str, float | None]]]) -> list[str]:
+    """What each step up in alpha changes on val, and each schedule against constant alpha at its final value.
+
+    Differences between settings that share a base, a seed and the data order are paired, so a
+    steady trend along alpha reads more surely than any one row against another seed."""
+    header = ["| change | " + " | ".join(COLUMNS) + " |", "|---|" + "---|" * len(COLUMNS)]
+    constant = sorted((s for s in study if s.alpha is not None), key=lambda s: s.alpha or 0.0)
+    lines: list[str] = []
+    if len(constant) > 1:
+        lines += [
+            "## Step by step along alpha, val",
+            "",
+            "What each step up in alpha changes, in points (CIDEr-D x 100): retrieval bought against generation "
+            "paid, step by step, on the split a setting is chosen on.",
+            "",
+            *header,
+            *[f"| alpha {low.alpha:g} -> {high.alpha:g} | " + _change(scores[high.name]["val"], scores[low.name]["val"]) + " |"
+              for low, high in zip(constant, constant[1:])],
+            "",
+        ]
+    final = demo_alpha()
+    reference = next((s for s in constant if s.alpha == final), None)
+    schedules = [s for s in study if s.alpha is None]
+    if reference is not None and schedules:
+        lines += [
+            f"## Alpha schedules against constant alpha {final:g}",
+            "",
+            "Each schedule ends at the same alpha after the same steps as the constant setting; in points "
+            "(CIDEr-D x 100), schedule minus constant.",
+            "",
+            *header,
+            *[f"| {s.name}, {split} | " + _change(scores[s.name][split], scores[reference.name][split]) + " |"
+              for s in schedules for split in SPLITS],
+            "",
+        ]
+    return lines
+
+
 def write_balance(
     settings: BalanceSettings,
     study: list[Setting],
@@ -282,6 +329,7 @@ def write_balance(
             lines.append(f"| {setting.name} | " + " | ".join(_cell(values.get(c)) for c in COLUMNS) + " |")
         lines.append("| teacher | " + " | ".join(_cell(teacher[split].get(c)) for c in COLUMNS) + " |")
         lines.append("")
+    lines += change_lines(study, scores)
     if over_seeds["default"]:
         seeds = ", ".join(f"{r['seed']:.0f}" for r in over_seeds["default"])
         lines += [
