@@ -31,6 +31,8 @@ DEMO_RECIPE: dict[str, dict[str, str]] = {
     # alpha: at the start of this stage |grad L_d| of the InfoNCE is ~6x |grad L_g| on the shared
     # weights (results/loss_balance.md: equal norms at alpha 0.16), so 0.1 leaves L_g the larger
     # pull (0.6x) while L_d is a real share of it.
+    # The balance study (results/balance.md) confirms it on val: past 0.1 each step up in alpha
+    # costs more caption quality for less retrieval, and warm-up schedules do not beat it.
     # discriminative_loss=infonce: on val (results/learning_curve.md) the KL between tempered
     # softmaxes of M_r and M_l is ahead of the paper's MSE at every point (T->I R@5 49.7 against
     # 30.8 at 500 steps); the MSE stays a variant (`sugar curve`, `sugar ablate`).
