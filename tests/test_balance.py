@@ -110,7 +110,7 @@ def test_the_default_and_base_over_seeds_come_from_the_ablations_kept_rows(tmp_p
     text = write_balance(settings, study, scores, base, base, {}).read_text()
     assert "## The default (alpha 0.1) and base over seeds 0, 1, test" in text
     assert "| default | 25.0 +- 7.1 | - | - | - | - | 150.0 +- 0.0 |" in text and "| base | 1.0 +- 0.0 |" in text
-    assert "retrieval all" in text
+    assert "retrieval all" in text and "The picture: the test split" in text
     assert "## The default" not in write_balance(BalanceSettings(results=tmp_path, steps=9), study, scores, base, base, {}).read_text()
     for name in ("base", "sugar"):  # at another budget, that budget's rows
         keep_scores(kept_row_path(other, 3, name), {"retrieval": {"t2i": {"r@5": 0.9}}}, row_recipe(other, 3, name))

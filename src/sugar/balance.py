@@ -348,6 +348,8 @@ def write_balance(
     lines += [
         f"![trade-off]({picture.name})",
         "",
+        "The picture: the test split, one point per setting, base marked with a star; retrieval up, generation right.",
+        "",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in payload["versions"].items()),
         "",
     ]
