@@ -149,6 +149,21 @@ def test_stage_clock_keeps_the_time_of_the_process_that_finished_a_stage(tmp_pat
     assert set(stages) == {"world", "train sugar-no_gak"} and stages["train sugar-no_gak"] >= 0.2
 
 
+def test_stage_clock_adds_the_training_a_resumed_run_did_before(tmp_path: Path) -> None:
+    from sugar.demo import StageClock
+
+    run = tmp_path / "sugar-no_gak"
+    checkpoint = run / "checkpoints" / "step_00000200"
+    checkpoint.mkdir(parents=True)
+    (run / "checkpoints" / "latest").write_text(checkpoint.name + "\n")
+    (checkpoint / "state.json").write_text(json.dumps({"step": 200, "elapsed_seconds": 900.0}))
+    clock = StageClock(tmp_path)
+    clock("train sugar-no_gak", lambda: time.sleep(0.2), run=run)  # resumes at step 200
+    clock("evaluation", lambda: None, run=None)
+    stages = json.loads((tmp_path / "stages.json").read_text())
+    assert 900.2 <= stages["train sugar-no_gak"] < 905 and stages["evaluation"] < 5
+
+
 def test_a_folder_built_with_one_seed_refuses_another(tmp_path: Path) -> None:
     from sugar.checks import UsageError
     from sugar.demo import check_folder_seed, prepare_models

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -207,3 +208,22 @@ def test_run_log_drops_the_steps_a_resumed_run_trains_again(tmp_path: Path) -> N
     rows = (tmp_path / "train_log.csv").read_text().splitlines()
     assert rows[0].split(",") == RunLog.FIELDS
     assert [row.split(",")[:2] for row in rows[1:]] == [["10", "10.0"], ["20", "20.0"], ["30", "-30.0"], ["40", "-40.0"]]
+
+
+def test_a_resumed_run_counts_the_training_its_earlier_sittings_did(tmp_path: Path) -> None:
+    from sugar.train.checkpoint import LATEST
+    from sugar.train.recipe import RunLog, trained_seconds
+
+    assert trained_seconds(tmp_path) == 0.0  # no checkpoint: a fresh run
+    log = RunLog(tmp_path, enabled=True)
+    for step, seconds in ((10, 41.5), (20, 83.0), (30, 124.5)):
+        log.write({"step": step, "elapsed_seconds": seconds})
+    log.close()
+    checkpoint = tmp_path / "checkpoints" / "step_00000020"
+    checkpoint.mkdir(parents=True)
+    (tmp_path / "checkpoints" / LATEST).write_text(checkpoint.name + "\n")
+    # a checkpoint written before the record: its step's row of the log, not the last row's time
+    (checkpoint / "state.json").write_text(json.dumps({"step": 20}))
+    assert trained_seconds(tmp_path) == 83.0
+    (checkpoint / "state.json").write_text(json.dumps({"step": 20, "elapsed_seconds": 90.25}))
+    assert trained_seconds(tmp_path) == 90.25  # the checkpoint's own record wins

@@ -4,6 +4,7 @@ both losses fall, a SIGKILLed run resumes to the same weights, two processes equ
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import signal
@@ -129,6 +130,11 @@ def test_sigkilled_run_resumes_to_identical_weights(world: Path, teachers: Path,
     # the log holds every logged step once, as the uninterrupted run's does
     logged = [(tmp_path / run / "train_log.csv").read_text().splitlines() for run in ("reference", "killed")]
     assert [line.split(",")[0] for line in logged[1]] == [line.split(",")[0] for line in logged[0]]
+    # and its clock goes on across the resume: the time the killed sitting trained is counted
+    elapsed = [float(line.split(",")[-1]) for line in logged[1][1:]]
+    assert elapsed == sorted(elapsed) and elapsed[0] > 0
+    final = json.loads((tmp_path / "killed" / "checkpoints" / "step_00000012" / "state.json").read_text())
+    assert final["elapsed_seconds"] >= elapsed[-1]
 
 
 TWO_PROCESS_SCRIPT = r"""

@@ -215,7 +215,9 @@ def run_seed(settings: AblationSettings, seed: int) -> dict[str, dict[str, Any]]
         else:
             folder = row_folder(row, tag)
             extra = [f"init_from={base}", *VARIANTS[row]]
-            model_dir = clock(f"train {folder}", lambda: train_stage(demo, "sugar", extra, folder=folder))
+            model_dir = clock(
+                f"train {folder}", lambda: train_stage(demo, "sugar", extra, folder=folder), run=demo.out / folder
+            )
         started = time.perf_counter()
         found[row] = evaluate_variant(model_dir, demo, settings.limits, settings.progress, with_teacher=row == "sugar")
         found[row]["evaluation_seconds"] = round(time.perf_counter() - started, 1)
@@ -507,7 +509,9 @@ def write_results(
         "seed for the same number of steps and is scored on the test split by the same benchmarks. Cells are",
         f"mean +- std over seeds, in %. Machine time {seconds / 3600:.1f} h in all: the training and evaluation of",
         "every row, each timed by the run that did it (seeds run in parallel processes count separately; the",
-        "base row carries its seed's world, teachers, projector alignment and base training). WebQA spread: the best",
+        "base row carries its seed's world, teachers, projector alignment and base training; a training resumed from",
+        "a checkpoint counts its earlier sittings up to that checkpoint, not the steps trained again after it, and",
+        "a row resumed before the checkpoints kept that time counts only its last sitting). WebQA spread: the best",
         "position's accuracy minus the worst's (0 is a flat position curve). CIDEr-D x 100. Clips: text->video",
         "and video->text R@5 over the test clips; grounding: the frame each narration sentence aligns to most lies",
         "in its span (accuracy), and the mean IoU of the aligned spans; localisation: each sentence alone finds the",

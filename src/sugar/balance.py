@@ -146,11 +146,11 @@ def run_balance(settings: BalanceSettings) -> Path:
         if setting.demo and settings.steps is None and not settings.overrides:
             # the demo's own sugar stage is this setting: trained once, for the demo and the sweep
             folder = "sugar"
-            clock("sugar", lambda: train_stage(demo, "sugar", [f"init_from={base}"]))
+            clock("sugar", lambda: train_stage(demo, "sugar", [f"init_from={base}"]), run=settings.demo / folder)
         else:
             folder = f"balance/{setting.folder}"
             extra = [f"init_from={base}", "save_models_at=[]", *setting.overrides]
-            clock(f"balance {setting.folder}", lambda: train_stage(demo, "sugar", extra, folder=folder))
+            clock(f"balance {setting.folder}", lambda: train_stage(demo, "sugar", extra, folder=folder), run=settings.demo / folder)
         run = settings.demo / folder
         configs[setting.name] = json.loads((run / "config.json").read_text())
         scores[setting.name] = {

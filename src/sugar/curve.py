@@ -172,7 +172,7 @@ def run_curve(settings: CurveSettings) -> Path:
     for variant in settings.variants:
         if variant == "demo":  # the demo's own run, with the demo's points
             folder, extra = "sugar", [f"init_from={base}", *settings.overrides]
-            clock("sugar", lambda: train_stage(demo, "sugar", extra))
+            clock("sugar", lambda: train_stage(demo, "sugar", extra), run=settings.demo / folder)
         else:
             folder = f"curve/{variant}"
             extra = [
@@ -182,7 +182,7 @@ def run_curve(settings: CurveSettings) -> Path:
                 *settings.overrides,
                 *CURVE_VARIANTS[variant],
             ]
-            clock(f"curve {variant}", lambda: train_stage(demo, "sugar", extra, folder=folder))
+            clock(f"curve {variant}", lambda: train_stage(demo, "sugar", extra, folder=folder), run=settings.demo / folder)
         run = settings.demo / folder
         configs[variant] = json.loads((run / "config.json").read_text())
         run_points = sorted({*configs[variant]["save_models_at"], configs[variant]["steps"]})

@@ -231,16 +231,21 @@ def evaluate_all(settings: DemoSettings) -> dict[str, Any]:
 
 class StageClock:
     """Wall time per stage in OUT/stages.json: the run that finished a stage records it, and a
-    re-run that reuses the stage keeps that time."""
+    re-run that reuses the stage keeps that time. A training stage names its run folder, so a run
+    resumed from a checkpoint adds the training its earlier sittings did."""
 
     def __init__(self, out: Path) -> None:
         self.path = out / "stages.json"
         self.stages: dict[str, float] = json.loads(self.path.read_text()) if self.path.is_file() else {}
 
-    def __call__(self, name: str, work: Callable[[], Any]) -> Any:
+    def __call__(self, name: str, work: Callable[[], Any], run: Path | None = None) -> Any:
         if name in self.stages:
             return work()
+        from sugar.train.recipe import trained_seconds
+
+        earlier = trained_seconds(run) if run is not None else 0.0
         result = _timed(self.stages, name, work)
+        self.stages[name] = round(self.stages[name] + earlier, 1)
         # merge with what other processes sharing this folder recorded meanwhile; a stage one of
         # them finished while this one waited to reuse it keeps that process's time
         on_disk = json.loads(self.path.read_text()) if self.path.is_file() else {}
@@ -291,10 +296,10 @@ def prepare_models(
                 progress=settings.progress,
             ),
         )
-    record("align", lambda: train_stage(settings, "align", []))
-    record("base", lambda: train_stage(settings, "base", [f"init_from={out / 'align' / 'model'}"]))
+    record("align", lambda: train_stage(settings, "align", []), run=out / "align")
+    record("base", lambda: train_stage(settings, "base", [f"init_from={out / 'align' / 'model'}"]), run=out / "base")
     if with_sugar:
-        record("sugar", lambda: train_stage(settings, "sugar", [f"init_from={out / 'base' / 'model'}"]))
+        record("sugar", lambda: train_stage(settings, "sugar", [f"init_from={out / 'base' / 'model'}"]), run=out / "sugar")
 
 
 def run_demo(settings: DemoSettings) -> Path:

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from sugar.kernels import IMAGE, TEXT, LocalKernel, SquaredEuclidean
 from sugar.fileio import atomic_write_text
-from sugar.train.checkpoint import load_checkpoint, save_checkpoint
+from sugar.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from sugar.train.config import PAIRED_KINDS, TrainConfig
 from sugar.train.guards import check_finite_losses, check_paths, resume_point
 from sugar.train.distributed import all_reduce_sum, gather_rows, global_max, pad_to_length, world_size
@@ -354,6 +354,29 @@ class RunLog:
             self.writer.close()
 
 
+def trained_seconds(output_dir: Path) -> float:
+    """Training-loop seconds the run's latest checkpoint already holds (0 with none).
+
+    A resumed run's clock goes on from there, so a run's time (its log's `elapsed_seconds`, a
+    study's summed machine time) counts the sittings before the resume; the steps a killed run
+    trained past its last checkpoint are trained again and counted once. A checkpoint that predates
+    this record falls back on its step's row of train_log.csv (that run's first sitting).
+    """
+    latest = latest_checkpoint(output_dir / "checkpoints")
+    if latest is None:
+        return 0.0
+    state = json.loads((latest / "state.json").read_text())
+    if "elapsed_seconds" in state:
+        return float(state["elapsed_seconds"])
+    log = output_dir / "train_log.csv"
+    if log.is_file():
+        with open(log, newline="") as handle:
+            for row in csv.DictReader(handle):
+                if row.get("step") == str(state.get("step")) and row.get("elapsed_seconds"):
+                    return float(row["elapsed_seconds"])
+    return 0.0
+
+
 def build_model(config: TrainConfig, corpus: Callable[[], list[str]]) -> Any:
     """`corpus` is called only for a fresh preset: a saved model or LLaVA brings its own tokenizer."""
     from sugar.models import SugarModel
@@ -439,11 +462,12 @@ def train(config: TrainConfig, resume: bool = False, show_progress: bool | None 
         output_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(output_dir / "config.json", json.dumps(config.to_dict(), indent=2))
 
+    earlier = trained_seconds(output_dir) if resume_from is not None else 0.0  # before the log drops rows
     log = RunLog(output_dir, accelerator.is_main_process, resumed_at=start_step)
     show = accelerator.is_main_process if show_progress is None else show_progress and accelerator.is_main_process
     bar = tqdm(total=config.steps, initial=start_step, disable=not show, desc=f"{config.stage}", dynamic_ncols=True)
     model.train()
-    started = time.perf_counter()
+    started = time.perf_counter() - earlier
     window_documents, window_start = 0, time.perf_counter()
     micro_steps = config.gradient_accumulation
     for step in range(start_step, config.steps):
@@ -500,7 +524,8 @@ def train(config: TrainConfig, resume: bool = False, show_progress: bool | None 
             if accelerator.is_main_process:
                 save_checkpoint(
                     checkpoints, done, accelerator.unwrap_model(model), optimizer, scheduler,
-                    {"config": config.to_dict()}, keep=config.keep_checkpoints,
+                    {"config": config.to_dict(), "elapsed_seconds": round(time.perf_counter() - started, 3)},
+                    keep=config.keep_checkpoints,
                 )
     bar.close()
     log.close()
