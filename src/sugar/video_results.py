@@ -16,7 +16,10 @@ from sugar.curve import value_at
 from sugar.fileio import atomic_write_text
 from sugar.seeds import cell_text, mean_std, seeds_label
 
-VIDEO_ROWS = ("base", "sugar", "no_gak", "no_triple", "last_token", "ld_only", "mse", "paper", "soft_teacher", "soft_teacher_no_gak")
+VIDEO_ROWS = (
+    "base", "sugar", "no_gak", "no_triple", "last_token", "ld_only", "mse", "paper",
+    "soft_teacher", "soft_teacher_no_gak", "soft_teacher_no_gak_matched",
+)
 COLUMNS: dict[str, tuple[str, ...]] = {
     "T->V R@1": ("t2v", "r@1"),
     "T->V R@5": ("t2v", "r@5"),
