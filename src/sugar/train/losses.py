@@ -112,8 +112,12 @@ def discriminative_loss(embeddings: Tensor, targets: Tensor, mapping: Similarity
     """L_d = (1/n) * sum_ij (M_r[i, j] - M_l[i, j])^2, as in the paper."""
     if targets.shape != (embeddings.shape[0], embeddings.shape[0]):
         raise ValueError(f"targets must be ({embeddings.shape[0]}, {embeddings.shape[0]}), got {tuple(targets.shape)}")
-    difference = model_similarities(embeddings, mapping) - targets.to(embeddings.dtype)
-    return difference.pow(2).sum() / embeddings.shape[0]
+    return similarity_mse(model_similarities(embeddings, mapping), targets)
+
+
+def similarity_mse(similarities: Tensor, targets: Tensor) -> Tensor:
+    """The MSE of L_d on a similarity matrix already mapped to the targets' scale."""
+    return (similarities - targets.to(similarities.dtype)).pow(2).sum() / similarities.shape[0]
 
 
 def soft_infonce_loss(
@@ -131,6 +135,13 @@ def soft_infonce_loss(
     """
     if targets.shape != (embeddings.shape[0], embeddings.shape[0]):
         raise ValueError(f"targets must be ({embeddings.shape[0]}, {embeddings.shape[0]}), got {tuple(targets.shape)}")
-    model_log_p = torch.log_softmax((embeddings @ embeddings.T) / temperature, dim=1)
-    teacher_log_p = torch.log_softmax(targets.to(embeddings.dtype) / (teacher_temperature or temperature), dim=1)
+    return cosine_infonce(embeddings @ embeddings.T, targets, temperature, teacher_temperature)
+
+
+def cosine_infonce(
+    cosines: Tensor, targets: Tensor, temperature: float = 0.05, teacher_temperature: float | None = None
+) -> Tensor:
+    """The soft InfoNCE of L_d on a cosine matrix (see soft_infonce_loss)."""
+    model_log_p = torch.log_softmax(cosines / temperature, dim=1)
+    teacher_log_p = torch.log_softmax(targets.to(cosines.dtype) / (teacher_temperature or temperature), dim=1)
     return (teacher_log_p.exp() * (teacher_log_p - model_log_p)).sum(dim=1).mean()
