@@ -162,8 +162,8 @@ def main() -> None:
                               f"{100 * c['rivals_up']:.0f}% |")
         print(f"embedded with {model_label}", flush=True)
 
-    print("\nThe models on these batches (in-batch retrieval of a prefix's other view among all prefixes):\n")
-    print("| model | positive ranked first | cosine of positives | cosine of other documents (mean +- std) |")
+    print("\nThe models on these batches (in-batch: does a prefix's nearest positive beat every other document?):\n")
+    print("| model | nearest positive ranked first | cosine of positives | cosine of other documents (mean +- std) |")
     print("|---|---|---|---|")
     print("\n".join(model_rows))
     print("\nWhere each loss's gradient on M_r falls (share of its squared norm over the off-diagonal pairs):\n")
