@@ -159,11 +159,12 @@ def test_each_rows_training_precision_is_listed_with_its_seed(tmp_path: Path) ->
 
 
 def test_video_results_read_the_clips_rows_per_seed(tmp_path: Path) -> None:
+    from sugar.ablate import ROWS
     from sugar.video_results import write_video_results
 
     per_seed = {0: seed_results(0.0), 1: seed_results(0.02)}
     per_seed[1]["sugar"]["clips"]["grounding"]["accuracy"] = 0.9
-    path = write_video_results(per_seed, "sugar ablate --seeds 2", tmp_path / "video.md")
+    path = write_video_results(per_seed, ROWS, "sugar ablate --seeds 2", tmp_path / "video.md")
     assert path is not None
     record = json.loads((tmp_path / "video.json").read_text())
     assert record["summary"]["sugar"]["ground acc"]["values"] == pytest.approx([0.8, 0.9])
@@ -178,7 +179,7 @@ def test_video_results_read_the_clips_rows_per_seed(tmp_path: Path) -> None:
     for results in per_seed.values():
         for row in results.values():
             row.pop("clips", None)
-    assert write_video_results(per_seed, "x", tmp_path / "none.md") is None and not (tmp_path / "none.md").exists()
+    assert write_video_results(per_seed, ROWS, "x", tmp_path / "none.md") is None and not (tmp_path / "none.md").exists()
 
 
 def test_bad_settings_are_refused(tmp_path: Path) -> None:

@@ -577,7 +577,7 @@ def run_ablation(settings: AblationSettings) -> Path:
     train_config = json.loads(first.read_text()) if first.is_file() else {}
     stage_seconds = study_seconds(settings, per_seed)
     seconds = max(stage_seconds, time.perf_counter() - started)
-    video = write_video_results(per_seed, settings.command, settings.results / "video.md")
+    video = write_video_results(per_seed, ROWS, settings.command, settings.results / "video.md")
     return write_results(summarise(per_seed), settings, seconds, train_config, video, precision_note(per_seed))
 
 

@@ -9,6 +9,7 @@ per-seed values, which a claim about video needs beside its mean.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,6 @@ from sugar.curve import value_at
 from sugar.fileio import atomic_write_text
 from sugar.seeds import cell_text, mean_std, seeds_label
 
-VIDEO_ROWS = (
-    "base", "sugar", "no_gak", "no_triple", "last_token", "ld_only", "mse", "paper",
-    "soft_teacher", "soft_teacher_no_gak", "soft_teacher_no_gak_matched",
-)
 COLUMNS: dict[str, tuple[str, ...]] = {
     "T->V R@1": ("t2v", "r@1"),
     "T->V R@5": ("t2v", "r@5"),
@@ -33,13 +30,15 @@ COLUMNS: dict[str, tuple[str, ...]] = {
 }
 
 
-def clip_rows(per_seed: dict[int, dict[str, dict[str, Any]]]) -> dict[str, dict[int, dict[str, Any]]]:
-    """{row: {seed: clips results}} for every row that ran the clips benchmark; the teacher from
+def clip_rows(
+    per_seed: dict[int, dict[str, dict[str, Any]]], row_order: Sequence[str]
+) -> dict[str, dict[int, dict[str, Any]]]:
+    """{row: {seed: clips results}} for every row of `row_order` that ran the clips benchmark; the teacher from
     the sugar row, and the equal split (each sentence given an equal share of the frames: the
     grounding floor) from any row, since it depends on the world alone."""
     rows: dict[str, dict[int, dict[str, Any]]] = {}
     for seed, results in sorted(per_seed.items()):
-        for row in VIDEO_ROWS:
+        for row in row_order:
             clips = results.get(row, {}).get("clips")
             if not isinstance(clips, dict):
                 continue
@@ -54,9 +53,12 @@ def clip_rows(per_seed: dict[int, dict[str, dict[str, Any]]]) -> dict[str, dict[
     return rows
 
 
-def write_video_results(per_seed: dict[int, dict[str, dict[str, Any]]], command: str, path: Path) -> Path | None:
-    """Write `path` (markdown) and its .json beside it; None when no row ran the clips benchmark."""
-    rows = clip_rows(per_seed)
+def write_video_results(
+    per_seed: dict[int, dict[str, dict[str, Any]]], row_order: Sequence[str], command: str, path: Path
+) -> Path | None:
+    """Write `path` (markdown) and its .json beside it, rows in the ablation's order; None when no
+    row ran the clips benchmark."""
+    rows = clip_rows(per_seed, row_order)
     if not rows:
         return None
     summary = {
