@@ -35,7 +35,8 @@ def model_results(
             "uniform_grounding": {"accuracy": 0.5, "mean_iou": 0.4},
             "sampling": {"clip_frames": 16, "frame_stride": 1},
         },
-        "webqa": {"accuracy": 0.6, "position_spread": spread},
+        # many items per position: a flat curve would spread by ~2 points, so the spreads are real curves
+        "webqa": {"accuracy": 0.6, "position_spread": spread, "count_by_position": {str(p): 4000 for p in range(1, 7)}},
         "retrieval": {"t2i": {"r@5": t2i}, "i2t": {"r@5": t2i / 2}, "teacher": {"t2i": {"r@5": 0.5}, "i2t": {"r@5": 0.4}}},
         "interleaved": {"captions_and_images": {"r@5": vist}, "teacher": {"captions_and_images": {"r@5": 0.3}}},
         "winoground": {"text": text, "image": image, "group": group, "teacher": {"text": 0.2, "image": 0.1, "group": 0.05}},
@@ -118,6 +119,24 @@ def test_mmvp_claim_counts_patterns_improved_beyond_noise() -> None:
     flat = seed_results(0.0)
     flat["sugar"]["webqa"]["position_spread"] = 0.3  # steeper than base's 0.2
     assert dict((c[:3], v) for c, v, _ in claims(summarise({0: flat})))["(8)"] == "does not hold"
+
+
+def test_position_claim_needs_a_base_curve_beyond_sampling() -> None:
+    results = seed_results(0.0)
+    results["base"]["webqa"]["position_spread"] = 0.15
+    for row in results.values():  # 6 positions x 40 items at 60%: a flat curve spreads by ~19.5 points
+        row["webqa"]["count_by_position"] = {str(p): 40 for p in range(1, 7)}
+    summary = summarise({0: results})
+    assert summary["base"]["WebQA flat spread"]["mean"] == pytest.approx(0.195, abs=0.001)
+    (claim, verdict, evidence), = [c for c in claims(summary) if c[0].startswith("(8)")]
+    assert verdict == "not testable here"  # base's 15-point spread is sampling, not a position bias
+    assert "spreads by base 19.5, sugar 19.5 from sampling alone" in evidence
+    for row in results.values():
+        row["webqa"]["count_by_position"] = {str(p): 4000 for p in range(1, 7)}  # ~2 points
+    (claim, verdict, evidence), = [c for c in claims(summarise({0: results})) if c[0].startswith("(8)")]
+    assert verdict == "holds"  # base's 15 points is now a real curve, and Sugar's 5 flattens it
+    results["base"]["webqa"]["flat_spread"] = 0.5  # reported by the benchmark: kept, not recomputed
+    assert summarise({0: results})["base"]["WebQA flat spread"]["mean"] == 0.5
 
 
 def test_a_gain_smaller_than_the_seed_spread_is_noise() -> None:

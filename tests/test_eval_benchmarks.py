@@ -26,6 +26,7 @@ from sugar.eval.benchmarks import (
     spread,
 )
 from sugar.eval.suite import balanced
+from sugar.eval.metrics import flat_range
 
 CONCEPTS = 8
 
@@ -325,5 +326,8 @@ def test_webqa_position_curve_by_hand() -> None:
     assert result["by_position"] == {"1": 1.0, "2": 1.0, "3": 1.0, "4": 0.0, "5": 0.0, "6": 0.0}
     assert result["exact_by_position"]["1"] == 0.5 and result["exact_match"] == pytest.approx(1 / 12)
     assert result["accuracy"] == 0.5 and result["count_by_position"] == {str(p): 2 for p in range(1, 7)}
+    # its spread (1.0) is far beyond what 2 items a position give a flat curve at 50% by chance
+    assert result["position_spread"] == 1.0 and result["flat_spread"] == pytest.approx(flat_range(0.5, [2] * 6))
+    assert 0.5 < result["flat_spread"] < 1.0
     with pytest.raises(ValueError, match="relevant_position"):
         evaluate_webqa(ScriptedModel({}), [Document(["x"], id="bad", meta={"question": "q", "answer": "a"})])

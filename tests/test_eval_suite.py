@@ -119,6 +119,7 @@ def test_every_benchmark_end_to_end(setup: dict[str, Any]) -> None:
     text = report.read_text()
     assert "## Interleaved retrieval" in text and "| teacher (CLIP-style) |" in text and "self_k3" in text
     assert "## Captioning (BLEU-4, CIDEr-D)" in text
+    assert f"spreads by {100 * webqa['flat_spread']:.1f} from sampling alone" in text
     assert "mmvp_patterns.png" in text and (report.parent / "mmvp_patterns.png").is_file()
     for name in BENCHES:
         assert json.loads((report.parent / f"{name}.json").read_text())["bench"] == name

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sugar.eval.metrics import binary_scores, exact_match, normalize_answer, recall_at_k, winoground_scores, yes_no
+from sugar.eval.metrics import (
+    binary_scores, exact_match, flat_range, normalize_answer, recall_at_k, winoground_scores, yes_no,
+)
 
 
 def test_recall_at_k_by_hand() -> None:
@@ -53,3 +55,29 @@ def test_binary_scores_by_hand() -> None:
     assert scores["recall"] == pytest.approx(1 / 3)
     assert scores["f1"] == pytest.approx(0.4)
     assert scores["yes_ratio"] == pytest.approx(2 / 5)
+
+
+def test_flat_range_by_hand() -> None:
+    # two groups of one item at rate p: the range is 1 exactly when they differ, 2p(1-p)
+    assert flat_range(0.3, [1, 1]) == pytest.approx(2 * 0.3 * 0.7)
+    # groups of two at 0.5: accuracies 0, .5, 1 w.p. 1/4, 1/2, 1/4; E|a-b| over independent pairs
+    values, probs = (0.0, 0.5, 1.0), (0.25, 0.5, 0.25)
+    expected = sum(pa * pb * abs(a - b) for a, pa in zip(values, probs) for b, pb in zip(values, probs))
+    assert flat_range(0.5, [2, 2]) == pytest.approx(expected)
+    assert flat_range(0.0, [40] * 6) == 0.0 and flat_range(1.0, [5, 5]) == 0.0 and flat_range(0.4, [40]) == 0.0
+
+
+def test_flat_range_agrees_with_sampling() -> None:
+    generator = torch.Generator().manual_seed(0)
+    for rate, counts in ((0.2, [40] * 6), (0.3, [10, 40, 25])):
+        draws = torch.stack([torch.binomial(torch.full((100_000,), float(n)), torch.full((100_000,), rate), generator=generator) / n for n in counts], 1)
+        sampled = float((draws.max(1).values - draws.min(1).values).mean())
+        assert flat_range(rate, counts) == pytest.approx(sampled, abs=0.002)
+    assert flat_range(0.2, [40] * 6) == pytest.approx(0.159, abs=0.001)  # WebQA's 6 positions x 40 items
+
+
+def test_flat_range_refuses_bad_input() -> None:
+    with pytest.raises(ValueError, match="counts"):
+        flat_range(0.5, [40, 0])
+    with pytest.raises(ValueError, match="rate"):
+        flat_range(1.5, [40])

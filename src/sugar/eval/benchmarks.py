@@ -24,7 +24,9 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from sugar.data import CaptionedImage, Conversation, Document, ImageRef, MMVPItem, WinogroundItem
-from sugar.eval.metrics import binary_scores, exact_match, normalize_answer, recall_at_k, winoground_scores, yes_no
+from sugar.eval.metrics import (
+    binary_scores, exact_match, flat_range, normalize_answer, recall_at_k, winoground_scores, yes_no,
+)
 
 DocumentItem = str | Image.Image
 
@@ -689,4 +691,6 @@ def evaluate_webqa(
         - min(sum(hits[p]) / len(hits[p]) for p in positions),
         "exact_by_position": {str(p): sum(exact[p]) / len(exact[p]) for p in positions},
         "count_by_position": {str(p): len(hits[p]) for p in positions},
+        # the spread a truly flat curve shows from sampling alone: a smaller measured one is no bias
+        "flat_spread": flat_range(sum(every) / len(every), [len(hits[p]) for p in positions]),
     }

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import re
 import string
 from collections.abc import Sequence
+from fractions import Fraction
 
 import torch
 from torch import Tensor
@@ -90,3 +92,43 @@ def binary_scores(predictions: Sequence[str | None], labels: Sequence[str]) -> d
         "f1": f1,
         "yes_ratio": sum(p == "yes" for p in predictions) / len(labels),
     }
+
+
+def _binomial_cdf(count: int, rate: float) -> list[float]:
+    """P(X <= k) for k = 0..count, X ~ Binomial(count, rate), through log-pmfs (no overflow)."""
+    if rate <= 0.0 or rate >= 1.0:
+        return [1.0 if (rate <= 0.0 or k == count) else 0.0 for k in range(count + 1)]
+    log_rate, log_miss = math.log(rate), math.log1p(-rate)
+    total, cdf = 0.0, []
+    for k in range(count + 1):
+        log_comb = math.lgamma(count + 1) - math.lgamma(k + 1) - math.lgamma(count - k + 1)
+        total += math.exp(log_comb + k * log_rate + (count - k) * log_miss)
+        cdf.append(min(total, 1.0))
+    return cdf
+
+
+def flat_range(rate: float, counts: Sequence[int]) -> float:
+    """Expected best-minus-worst accuracy over groups of `counts` items each when every group's
+    true accuracy is `rate`: the spread sampling alone gives a perfectly flat curve.
+
+    A measured spread (WebQA's position curve) is evidence of a real difference between groups
+    only where it clears this; with 40 items a group it is about 13 points at 20% accuracy."""
+    if not counts or any(n <= 0 for n in counts):
+        raise ValueError(f"counts must be positive item counts per group, got {list(counts)}")
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"rate must be an accuracy in [0, 1], got {rate}")
+    cdfs = [_binomial_cdf(n, rate) for n in counts]
+    values = sorted({Fraction(k, n) for n in counts for k in range(n + 1)})
+
+    def below_or_at(group: int, value: Fraction) -> float:  # P(accuracy of the group <= value)
+        return cdfs[group][math.floor(value * counts[group])]
+
+    expected_max = expected_min = 0.0
+    all_below_before, all_above_before = 0.0, 1.0
+    for value in values:
+        all_below = math.prod(below_or_at(g, value) for g in range(len(counts)))
+        all_above = math.prod(1.0 - below_or_at(g, value) for g in range(len(counts)))
+        expected_max += float(value) * (all_below - all_below_before)  # P(max == value)
+        expected_min += float(value) * (all_above_before - all_above)  # P(min == value)
+        all_below_before, all_above_before = all_below, all_above
+    return expected_max - expected_min

@@ -732,6 +732,16 @@ def _markdown_webqa(result: dict[str, Any]) -> list[str]:
         "| accuracy | " + " | ".join(_pct(result["by_position"][p]) for p in positions) + f" | {_pct(result['accuracy'])} |",
         "| exact match | " + " | ".join(_pct(result["exact_by_position"][p]) for p in positions) + f" | {_pct(result['exact_match'])} |",
         "| items | " + " | ".join(str(result["count_by_position"][p]) for p in positions) + f" | {result['items']} |",
+        *(
+            [
+                "",
+                f"Spread (best minus worst position) {_pct(result['position_spread'])}; a truly flat curve at this "
+                f"accuracy and these items per position spreads by {_pct(result['flat_spread'])} from sampling alone, "
+                "so only a spread well above that is a position bias.",
+            ]
+            if "flat_spread" in result
+            else []
+        ),
     ]
 
 
