@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -177,6 +178,21 @@ def test_each_rows_training_precision_is_listed_with_its_seed(tmp_path: Path) ->
     assert json.loads((tmp_path / "ablation.json").read_text())["training_precision"] == note
 
 
+def test_each_rows_base_build_is_listed_with_its_seed(tmp_path: Path) -> None:
+    from sugar.ablate import base_digest, base_note
+
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
+    assert base_digest(tmp_path) == hashlib.sha256(b"weights").hexdigest()[:12]
+    assert base_digest(tmp_path / "gone") == "no base weights found"  # a label: the scores are never lost to it
+    per_seed = {0: seed_results(0.0), 1: seed_results(0.02)}
+    per_seed[1]["no_gak"]["base_digest"] = per_seed[1]["no_triple"]["base_digest"] = "aaaaaaaaaaaa"
+    note = base_note(per_seed)
+    assert note.startswith("aaaaaaaaaaaa: no_gak/1, no_triple/1; not recorded: base/0, sugar/0")
+    write_results(summarise(per_seed), AblationSettings(results=tmp_path, seeds=[0, 1]), 1.0, {}, bases=note)
+    assert f"rows of one seed compare directly only on one build): {note}" in (tmp_path / "ablation.md").read_text()
+    assert json.loads((tmp_path / "ablation.json").read_text())["base_builds"] == note
+
+
 def test_video_results_read_the_clips_rows_per_seed(tmp_path: Path) -> None:
     from sugar.ablate import ROWS
     from sugar.video_results import write_video_results
@@ -256,7 +272,12 @@ def test_summed_time_is_kept_with_the_rows_and_survives_the_run_folders(
     import sugar.ablate as ablate
     import sugar.demo as demo
 
-    monkeypatch.setattr(demo, "prepare_models", lambda *args, with_sugar=True: None)
+    def prepare(demo_settings: Any, clock: Any, with_sugar: bool = True) -> None:  # the base build, in miniature
+        model = demo_settings.out / "base" / "model"
+        model.mkdir(parents=True, exist_ok=True)
+        (model / "model.safetensors").write_bytes(b"base weights, build 1")
+
+    monkeypatch.setattr(demo, "prepare_models", prepare)
     monkeypatch.setattr(demo, "train_stage", lambda settings, stage, extra, folder=None: settings.out / (folder or stage) / "model")
     monkeypatch.setattr(ablate, "evaluate_variant", lambda *args, **kwargs: {"retrieval": {"t2i": {"r@5": 0.25}}})
     settings = AblationSettings(out=tmp_path / "runs", results=tmp_path / "results", variants=["no_gak"], progress=False)
@@ -266,6 +287,8 @@ def test_summed_time_is_kept_with_the_rows_and_survives_the_run_folders(
     rows = ablate.run_seed(settings, 0)
     assert rows["base"]["training_seconds"] == 1680.0 and rows["no_gak"]["training_seconds"] == 3000.0
     assert rows["no_gak"]["cpu_precision"] == machine_record("auto")["cpu_precision"]
+    build = hashlib.sha256(b"base weights, build 1").hexdigest()[:12]
+    assert rows["base"]["base_digest"] == rows["no_gak"]["base_digest"] == build  # the build each row continues
     evaluation = sum(row["evaluation_seconds"] for row in rows.values())
     assert ablate.study_seconds(settings, {0: rows}) == pytest.approx(4680.0 + evaluation)
     shutil.rmtree(tmp_path / "runs")

@@ -13,6 +13,7 @@ a later run whose run folders are gone reuses every kept row of the same recipe.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import shlex
@@ -243,6 +244,7 @@ def run_seed(settings: AblationSettings, seed: int) -> dict[str, dict[str, Any]]
         # kept with the scores, so the study's summed time survives the run folders
         found[row]["training_seconds"] = round(sum(clock.stages.get(name, 0.0) for name in row_stages(row, tag)), 1)
         found[row]["cpu_precision"] = row_precision(model_dir)
+        found[row]["base_digest"] = base_digest(base)
         atomic_write_text(demo.out / f"ablation{tag}" / f"{row}.json", json.dumps(found[row], indent=2))
         keep_scores(kept_row_path(settings, seed, row), found[row], row_recipe(settings, seed, row))
     return {row: found[row] for row in ["base", *settings.variants]}
@@ -259,13 +261,39 @@ def row_precision(model_dir: Path) -> str:
     return str(machine_record(str(model_config.get("autocast", "auto")))["cpu_precision"])
 
 
-def precision_note(per_seed: dict[int, dict[str, dict[str, Any]]]) -> str:
-    """Rows grouped by the precision they were trained in, as `row/seed`."""
+def base_digest(base_dir: Path) -> str:
+    """The first 12 hex digits of the sha256 of a base model's weights. A seed's base rebuilt in a
+    later sitting is not bit-identical to the first build, so each row records the build it continues
+    and the table shows which rows of a seed can be compared directly."""
+    from sugar.models.modeling import WEIGHTS_NAME
+
+    weights = base_dir / WEIGHTS_NAME
+    if not weights.is_file():  # a label, never an error: the row's scores are already paid for
+        return "no base weights found"
+    digest = hashlib.sha256()
+    with weights.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:12]
+
+
+def rows_by(per_seed: dict[int, dict[str, dict[str, Any]]], key: str) -> str:
+    """Rows grouped by a value each recorded (its training precision, its base build), as `row/seed`."""
     groups: dict[str, list[str]] = {}
     for seed, rows in sorted(per_seed.items()):
         for row, scores in rows.items():
-            groups.setdefault(str(scores.get("cpu_precision", "not recorded")), []).append(f"{row}/{seed}")
-    return "; ".join(f"{precision}: {', '.join(names)}" for precision, names in sorted(groups.items()))
+            groups.setdefault(str(scores.get(key, "not recorded")), []).append(f"{row}/{seed}")
+    return "; ".join(f"{value}: {', '.join(names)}" for value, names in sorted(groups.items()))
+
+
+def precision_note(per_seed: dict[int, dict[str, dict[str, Any]]]) -> str:
+    """Rows grouped by the precision they were trained in."""
+    return rows_by(per_seed, "cpu_precision")
+
+
+def base_note(per_seed: dict[int, dict[str, dict[str, Any]]]) -> str:
+    """Rows grouped by the build of their seed's base model they continue."""
+    return rows_by(per_seed, "base_digest")
 
 
 def rescore_row(
@@ -510,6 +538,7 @@ def write_results(
     train_config: dict[str, Any],
     video_results: Path | None = None,
     precisions: str = "",
+    bases: str = "",
 ) -> Path:
     out = settings.results
     out.mkdir(parents=True, exist_ok=True)
@@ -525,6 +554,7 @@ def write_results(
         "platform": platform.platform(),
         "wall_time_seconds": round(seconds, 1),
         "training_precision": precisions,
+        "base_builds": bases,
         "summary": summary,
         "claims": [{"claim": c, "verdict": v, "evidence": e} for c, v, e in checked],
     }
@@ -580,6 +610,14 @@ def write_results(
         "",
         f"- benchmark limits (items; None = all): {settings.limits}",
         *([f"- training precision (row/seed; bf16 autocast where the CPU has native bf16): {precisions}"] if precisions else []),
+        *(
+            [
+                "- base build each row continues (row/seed by the first 12 hex digits of the base weights' sha256; a base "
+                f"rebuilt in a later sitting is not bit-identical, so rows of one seed compare directly only on one build): {bases}"
+            ]
+            if bases
+            else []
+        ),
         f"- versions: {json.dumps(record['versions'])}",
         "- RAG columns: the answer word appears in the reply (`contains_answer`); hit@1: the gold document is the",
         "  first one retrieved. T->I / I->T: 1000 test images, 5 captions each. VIST: 5 captions + 4 images -> 5th image.",
@@ -604,7 +642,9 @@ def run_ablation(settings: AblationSettings) -> Path:
     stage_seconds = study_seconds(settings, per_seed)
     seconds = max(stage_seconds, time.perf_counter() - started)
     video = write_video_results(per_seed, ROWS, settings.command, settings.results / "video.md")
-    return write_results(summarise(per_seed), settings, seconds, train_config, video, precision_note(per_seed))
+    return write_results(
+        summarise(per_seed), settings, seconds, train_config, video, precision_note(per_seed), base_note(per_seed)
+    )
 
 
 def register(subparsers: Any) -> None:
