@@ -650,7 +650,7 @@ def run_ablation(settings: AblationSettings) -> Path:
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "ablate",
-        help="the ablation study: base, Sugar and six variants over seeds -> results/ablation.md",
+        help="the ablation study: base, Sugar and its variants (--variants, all by default) over seeds -> results/ablation.md",
         description=(
             "For each seed, build (or reuse) a demo folder OUT/seedN (world, teachers, base model), continue the base "
             "model once per variant with the same steps, evaluate every row on the test split (retrieval, VIST "
