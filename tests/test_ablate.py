@@ -264,7 +264,7 @@ def test_finished_rows_are_kept_beside_the_results_and_reused_only_under_their_r
         ablate.run_seed(AblationSettings(out=tmp_path / "fresh", results=tmp_path / "results", variants=["no_gak"]), 0)
 
 
-def test_summed_time_is_kept_with_the_rows_and_survives_the_run_folders(
+def test_summed_time_is_kept_with_the_rows_survives_the_run_folders_and_counts_rebuilds(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import shutil
@@ -272,10 +272,12 @@ def test_summed_time_is_kept_with_the_rows_and_survives_the_run_folders(
     import sugar.ablate as ablate
     import sugar.demo as demo
 
+    build = {"weights": b"base weights, build 1"}
+
     def prepare(demo_settings: Any, clock: Any, with_sugar: bool = True) -> None:  # the base build, in miniature
         model = demo_settings.out / "base" / "model"
         model.mkdir(parents=True, exist_ok=True)
-        (model / "model.safetensors").write_bytes(b"base weights, build 1")
+        (model / "model.safetensors").write_bytes(build["weights"])
 
     monkeypatch.setattr(demo, "prepare_models", prepare)
     monkeypatch.setattr(demo, "train_stage", lambda settings, stage, extra, folder=None: settings.out / (folder or stage) / "model")
@@ -286,13 +288,32 @@ def test_summed_time_is_kept_with_the_rows_and_survives_the_run_folders(
     (tmp_path / "runs" / "seed0" / "stages.json").write_text(json.dumps(stages))
     rows = ablate.run_seed(settings, 0)
     assert rows["base"]["training_seconds"] == 1680.0 and rows["no_gak"]["training_seconds"] == 3000.0
+    assert rows["no_gak"]["base_build_seconds"] == 1680.0
     assert rows["no_gak"]["cpu_precision"] == machine_record("auto")["cpu_precision"]
-    build = hashlib.sha256(b"base weights, build 1").hexdigest()[:12]
-    assert rows["base"]["base_digest"] == rows["no_gak"]["base_digest"] == build  # the build each row continues
+    first_build = hashlib.sha256(b"base weights, build 1").hexdigest()[:12]
+    assert rows["base"]["base_digest"] == rows["no_gak"]["base_digest"] == first_build  # the build each row continues
     evaluation = sum(row["evaluation_seconds"] for row in rows.values())
-    assert ablate.study_seconds(settings, {0: rows}) == pytest.approx(4680.0 + evaluation)
+    assert ablate.study_time({0: rows}) == ablate.StudyTime(pytest.approx(4680.0 + evaluation), [])
     shutil.rmtree(tmp_path / "runs")
-    assert ablate.study_seconds(settings, {0: ablate.run_seed(settings, 0)}) == pytest.approx(4680.0 + evaluation)
+    assert ablate.study_time({0: ablate.run_seed(settings, 0)}).seconds == pytest.approx(4680.0 + evaluation)
+    # a later sitting rebuilds the base for a new row, on a faster machine: the kept rows keep their
+    # own times (never the new stages.json's), and the rebuild counts once, on top
+    build["weights"] = b"base weights, build 2"
+    (tmp_path / "runs" / "seed0").mkdir(parents=True)
+    rebuilt = {"world": 10.0, "teachers": 20.0, "align": 30.0, "base": 40.0, "train sugar-ld_only": 500.0}
+    (tmp_path / "runs" / "seed0" / "stages.json").write_text(json.dumps(rebuilt))
+    both = AblationSettings(out=tmp_path / "runs", results=tmp_path / "results", variants=["no_gak", "ld_only"], progress=False)
+    rows = ablate.run_seed(both, 0)
+    assert rows["base"]["training_seconds"] == 1680.0 and rows["ld_only"]["base_build_seconds"] == 100.0
+    evaluation = sum(row["evaluation_seconds"] for row in rows.values())
+    assert ablate.study_time({0: rows}).seconds == pytest.approx(4680.0 + 500.0 + 100.0 + evaluation)
+    # records older than these fields are named, not guessed
+    del rows["no_gak"]["training_seconds"], rows["ld_only"]["base_build_seconds"]
+    second_build = hashlib.sha256(b"base weights, build 2").hexdigest()[:12]
+    assert ablate.study_time({0: rows}) == ablate.StudyTime(
+        pytest.approx(1680.0 + 500.0 + evaluation),
+        ["the training of no_gak/0", f"the base rebuild {second_build} of seed 0"],
+    )
 
 
 def test_kept_only_reports_what_is_finished_and_labels_rows_some_seeds_lack(

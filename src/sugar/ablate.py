@@ -171,28 +171,53 @@ def row_folder(row: str, tag: str) -> str:
     return f"sugar{tag}" if row == "sugar" else f"sugar-{row}{tag}"
 
 
+# the stages that build a seed's base model, which every row of the seed continues
+SHARED_STAGES = ["world", "teachers", "align", "base"]
+
+
 def row_stages(row: str, tag: str) -> list[str]:
     """The stages (names in stages.json) whose time a row's training counts: the base row carries
     the seed's shared stages, every other row its own sugar-stage training."""
     if row == "base":
-        return ["world", "teachers", "align", "base"]
+        return SHARED_STAGES
     return ["sugar" if row == "sugar" and not tag else f"train {row_folder(row, tag)}"]
 
 
-def study_seconds(settings: AblationSettings, per_seed: dict[int, dict[str, dict[str, Any]]]) -> float:
-    """Machine time the rows took: training and evaluation, each as recorded by the run that did
-    it (kept with the row; rows kept before that record fall back on the seed's stages.json)."""
-    tag = "" if settings.steps is None else f"-{settings.steps}steps"
+@dataclass(frozen=True)
+class StudyTime:
+    """The study's machine time as the kept rows record it, and what no record holds."""
+
+    seconds: float
+    untimed: list[str]
+
+
+def study_time(per_seed: dict[int, dict[str, dict[str, Any]]]) -> StudyTime:
+    """Machine time the study took: every row's training and evaluation, and every rebuild of a
+    seed's base (a run folder that did not outlive its sitting is built again, and that time was
+    spent too), each as recorded by the run that did it and kept with the row. Only the kept records
+    count: a run folder on disk may hold another build's times. What no record holds is named in
+    `untimed`, never guessed."""
     total = 0.0
-    for seed, rows in per_seed.items():
-        stages_path = settings.out / f"seed{seed}" / "stages.json"
-        stages = json.loads(stages_path.read_text()) if stages_path.is_file() else {}
+    untimed: list[str] = []
+    for seed, rows in sorted(per_seed.items()):
+        first_build = rows.get("base", {}).get("base_digest")
+        rebuilds: dict[str, float | None] = {}
         for row, scores in rows.items():
             training = scores.get("training_seconds")
             if training is None:
-                training = sum(stages.get(name, 0.0) for name in row_stages(row, tag))
-            total += float(training) + float(scores.get("evaluation_seconds", 0.0))
-    return total
+                untimed.append(f"the training of {row}/{seed}")
+            else:
+                total += float(training)
+            total += float(scores.get("evaluation_seconds", 0.0))
+            digest = scores.get("base_digest")
+            if row != "base" and digest is not None and digest != first_build and rebuilds.get(digest) is None:
+                rebuilds[digest] = scores.get("base_build_seconds")
+        for digest, seconds in sorted(rebuilds.items()):
+            if seconds is None:
+                untimed.append(f"the base rebuild {digest} of seed {seed}")
+            else:
+                total += float(seconds)
+    return StudyTime(total, untimed)
 
 
 def run_seed(settings: AblationSettings, seed: int) -> dict[str, dict[str, Any]]:
@@ -245,6 +270,8 @@ def run_seed(settings: AblationSettings, seed: int) -> dict[str, dict[str, Any]]
         found[row]["training_seconds"] = round(sum(clock.stages.get(name, 0.0) for name in row_stages(row, tag)), 1)
         found[row]["cpu_precision"] = row_precision(model_dir)
         found[row]["base_digest"] = base_digest(base)
+        # what building that base cost; a row on a rebuilt base carries the rebuild's time
+        found[row]["base_build_seconds"] = round(sum(clock.stages.get(name, 0.0) for name in SHARED_STAGES), 1)
         atomic_write_text(demo.out / f"ablation{tag}" / f"{row}.json", json.dumps(found[row], indent=2))
         keep_scores(kept_row_path(settings, seed, row), found[row], row_recipe(settings, seed, row))
     return {row: found[row] for row in ["base", *settings.variants]}
@@ -539,6 +566,7 @@ def write_results(
     video_results: Path | None = None,
     precisions: str = "",
     bases: str = "",
+    untimed: list[str] | None = None,
 ) -> Path:
     out = settings.results
     out.mkdir(parents=True, exist_ok=True)
@@ -553,6 +581,7 @@ def write_results(
         "versions": _versions(),
         "platform": platform.platform(),
         "wall_time_seconds": round(seconds, 1),
+        "untimed": list(untimed or []),
         "training_precision": precisions,
         "base_builds": bases,
         "summary": summary,
@@ -570,10 +599,13 @@ def write_results(
         "every row, each timed by the run that did it (seeds run in parallel processes count separately; the",
         "base row carries its seed's world, teachers, projector alignment and base training; a training resumed from",
         "a checkpoint counts its earlier sittings up to that checkpoint, not the steps trained again after it, and",
-        "a row resumed before the checkpoints kept that time counts only its last sitting). WebQA spread: the best",
-        "position's accuracy minus the worst's (0 is a flat position curve); WebQA flat spread: the spread a truly",
-        "flat curve shows from sampling alone at the row's accuracy and items per position (a spread below it is no",
-        "evidence of a position bias). CIDEr-D x 100. Clips: text->video",
+        "a row resumed before the checkpoints kept that time counts only its last sitting; a seed's base rebuilt in a",
+        "later sitting counts its build once" + (
+            f"; left out, as no kept record holds their time: {', '.join(untimed)})." if untimed else ")."
+        ),
+        "WebQA spread: the best position's accuracy minus the worst's (0 is a flat position curve); WebQA flat",
+        "spread: the spread a truly flat curve shows from sampling alone at the row's accuracy and items per",
+        "position (a spread below it is no evidence of a position bias). CIDEr-D x 100. Clips: text->video",
         "and video->text R@5 over the test clips; grounding: the frame each narration sentence aligns to most lies",
         "in its span (accuracy), and the mean IoU of the aligned spans; localisation: each sentence alone finds the",
         "nearest frame alone, no alignment (an order-free probe; details in the video results).",
@@ -639,11 +671,12 @@ def run_ablation(settings: AblationSettings) -> Path:
     tag = "" if settings.steps is None else f"-{settings.steps}steps"
     first = settings.out / f"seed{settings.seeds[0]}" / f"sugar{tag}" / "config.json"
     train_config = json.loads(first.read_text()) if first.is_file() else {}
-    stage_seconds = study_seconds(settings, per_seed)
-    seconds = max(stage_seconds, time.perf_counter() - started)
+    timed = study_time(per_seed)
+    seconds = max(timed.seconds, time.perf_counter() - started)
     video = write_video_results(per_seed, ROWS, settings.command, settings.results / "video.md")
     return write_results(
-        summarise(per_seed), settings, seconds, train_config, video, precision_note(per_seed), base_note(per_seed)
+        summarise(per_seed), settings, seconds, train_config, video, precision_note(per_seed), base_note(per_seed),
+        untimed=timed.untimed,
     )
 
 
