@@ -57,7 +57,9 @@ def test_demo_writes_metrics_and_report_and_reuses_finished_stages(tmp_path: Pat
 
     assert metrics["machine"]["cpu_native_bf16"] is cpu_has_native_bf16() and metrics["machine"]["torch_threads"] >= 1
     native = cpu_has_native_bf16()
-    precision = "bfloat16 autocast" if native else "float32"
+    # the precision follows the model's own autocast setting (the tiny model's is "off") and the CPU
+    setting = json.loads((out / "sugar" / "model" / "sugar_config.json").read_text())["autocast"]
+    precision = "bfloat16 autocast" if setting == "bfloat16" or (setting == "auto" and native) else "float32"
     assert metrics["machine"]["cpu_precision"] == precision
     assert f"{precision} on the CPU ({'native' if native else 'no native'} bf16)" in report.read_text()
     assert len(metrics["pictures"]) == 3
