@@ -254,6 +254,8 @@ def run_seed(settings: AblationSettings, seed: int) -> dict[str, dict[str, Any]]
         return {row: found[row] for row in ["base", *settings.variants] if row in found}
     prepare_models(demo, clock, with_sugar=not tag and "sugar" in pending)
     base = demo.out / "base" / "model"
+    # the build every pending row continues, and what building it cost (a rebuild's time included)
+    build, build_seconds = base_digest(base), round(sum(clock.stages.get(name, 0.0) for name in SHARED_STAGES), 1)
     for row in pending:
         if row == "base":
             model_dir = base
@@ -269,9 +271,8 @@ def run_seed(settings: AblationSettings, seed: int) -> dict[str, dict[str, Any]]
         # kept with the scores, so the study's summed time survives the run folders
         found[row]["training_seconds"] = round(sum(clock.stages.get(name, 0.0) for name in row_stages(row, tag)), 1)
         found[row]["cpu_precision"] = row_precision(model_dir)
-        found[row]["base_digest"] = base_digest(base)
-        # what building that base cost; a row on a rebuilt base carries the rebuild's time
-        found[row]["base_build_seconds"] = round(sum(clock.stages.get(name, 0.0) for name in SHARED_STAGES), 1)
+        found[row]["base_digest"] = build
+        found[row]["base_build_seconds"] = build_seconds
         atomic_write_text(demo.out / f"ablation{tag}" / f"{row}.json", json.dumps(found[row], indent=2))
         keep_scores(kept_row_path(settings, seed, row), found[row], row_recipe(settings, seed, row))
     return {row: found[row] for row in ["base", *settings.variants]}
