@@ -14,6 +14,7 @@ pytest.importorskip("efficientnet_lite_pytorch")
 
 from sugar.ablate import AblationSettings, run_ablation  # noqa: E402
 from sugar.demo import DemoSettings, run_demo  # noqa: E402
+from sugar.models.config import CONFIG_NAME  # noqa: E402
 from tiny_model import tiny_model_config  # noqa: E402
 
 
@@ -58,7 +59,7 @@ def test_demo_writes_metrics_and_report_and_reuses_finished_stages(tmp_path: Pat
     assert metrics["machine"]["cpu_native_bf16"] is cpu_has_native_bf16() and metrics["machine"]["torch_threads"] >= 1
     native = cpu_has_native_bf16()
     # the precision follows the model's own autocast setting (the tiny model's is "off") and the CPU
-    setting = json.loads((out / "sugar" / "model" / "sugar_config.json").read_text())["autocast"]
+    setting = json.loads((out / "sugar" / "model" / CONFIG_NAME).read_text())["autocast"]
     precision = "bfloat16 autocast" if setting == "bfloat16" or (setting == "auto" and native) else "float32"
     assert metrics["machine"]["cpu_precision"] == precision
     assert f"{precision} on the CPU ({'native' if native else 'no native'} bf16)" in report.read_text()
